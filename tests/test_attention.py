@@ -1,0 +1,103 @@
+"""The attention backend switch: results, availability, and the errors for missing backends."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from wan_runtime.attention import BACKENDS, attention, available_backends, check_backend
+from wan_runtime.errors import BackendUnavailableError, ConfigError
+
+
+def _qkv(lq: int = 10, lk: int = 7, b: int = 2, h: int = 3, d: int = 16, device: str = "cpu",
+         dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(b, lq, h, d, generator=gen)
+    k = torch.randn(b, lk, h, d, generator=gen)
+    v = torch.randn(b, lk, h, d, generator=gen)
+    return tuple(u.to(device=device, dtype=dtype) for u in (q, k, v))
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v written out, in [B, L, H, D] layout."""
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+    return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(dim=-1), v)
+
+
+def test_math_backend_matches_written_out_softmax_attention():
+    q, k, v = _qkv()
+    out = attention(q, k, v, backend="math")
+    assert out.shape == (2, 10, 3, 16)  # [B, Lq, H, D]
+    torch.testing.assert_close(out, _reference(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_math_and_auto_agree_on_cpu():
+    q, k, v = _qkv()
+    torch.testing.assert_close(attention(q, k, v, "auto"), attention(q, k, v, "math"), atol=1e-5, rtol=1e-5)
+
+
+def test_key_padding_mask_equals_dropping_the_masked_keys():
+    q, k, v = _qkv(b=1)
+    keep = torch.tensor([[True] * 4 + [False] * 3])
+    masked = attention(q, k, v, "math", key_padding_mask=keep)
+    torch.testing.assert_close(masked, _reference(q, k[:, :4], v[:, :4]), atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_offers_auto_and_math_only():
+    assert available_backends(torch.device("cpu")) == ["auto", "math"]
+
+
+@pytest.mark.parametrize(
+    "backend, package", [("flash_attn2", "flash_attn"), ("flash_attn3", "flash_attn_interface")]
+)
+def test_missing_flash_attn_package_names_it_and_lists_available_backends(monkeypatch, backend, package):
+    monkeypatch.setitem(sys.modules, package, None)  # makes `import package` fail here, as when absent
+    with pytest.raises(BackendUnavailableError) as err:
+        check_backend(backend, "cpu")
+    message = str(err.value)
+    assert backend in message and f"{package} " in message and "no wheels on PyPI" in message
+    assert "['auto', 'math']" in message
+
+
+def test_missing_package_backend_raises_from_attention_call(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sageattention", None)
+    q, k, v = _qkv()
+    with pytest.raises(BackendUnavailableError, match="sageattention is not installed"):
+        attention(q, k, v, backend="sage")
+
+
+def test_unknown_backend_name_suggests_the_closest_one():
+    with pytest.raises(ConfigError, match="did you mean 'flash_attn2'"):
+        check_backend("flash_atn2", "cpu")
+    q, k, v = _qkv()
+    with pytest.raises(ConfigError, match="did you mean 'cudnn'"):
+        attention(q, k, v, backend="cudn")
+
+
+@pytest.mark.parametrize("backend", ["cudnn", "flash", "efficient"])
+def test_cuda_only_sdpa_backend_on_cpu_device_errors(backend):
+    with pytest.raises(BackendUnavailableError, match="needs a CUDA device"):
+        check_backend(backend, "cpu")
+    q, k, v = _qkv()
+    with pytest.raises(BackendUnavailableError, match=f"'{backend}'.*pick one of \\['auto', 'math'\\]"):
+        attention(q, k, v, backend=backend)
+
+
+@pytest.mark.gpu
+def test_every_available_cuda_backend_matches_math_in_bf16():
+    device = torch.device("cuda")
+    names = available_backends(device)
+    assert {"auto", "math", "efficient"} <= set(names)
+    q, k, v = _qkv(lq=300, lk=300, b=2, h=4, d=128, device="cuda", dtype=torch.bfloat16)
+    reference = _reference(q.float(), k.float(), v.float())
+    for name in names:
+        out = attention(q, k, v, backend=name)
+        assert out.shape == q.shape, name
+        # bf16 inputs and outputs: a few bf16 ulps of values of size ~1
+        torch.testing.assert_close(out.float(), reference, atol=2e-2, rtol=2e-2, msg=name)
+
+
+def test_backend_list_is_the_documented_set():
+    assert set(BACKENDS) == {"auto", "cudnn", "flash", "efficient", "math", "flash_attn2", "flash_attn3", "sage"}
