@@ -1,7 +1,7 @@
 # wanbench: set-up, the main job and the tests. `make help` lists the targets.
 PY ?= python3
 OUT ?= reports
-DEMO_ARGS ?= --size 256*256 --frame_num 17 --sample_steps 8
+DEMO_ARGS ?= --size 256*256 --frame_num 9 --sample_steps 8
 
 .PHONY: help install run demo test test-gpu
 

@@ -1,0 +1,94 @@
+"""Full-size A14B on the GPU: one expert with synthetic bf16 weights against diffusers holding the same tensors.
+
+Prints s/forward and peak memory for the issue notes; set WANBENCH_GPU_REPORT to a folder to also get
+them as JSON. The assertions are about agreement, never about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wan_runtime.config import A14B
+from wan_runtime.weights import load_dit
+from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
+
+pytestmark = pytest.mark.gpu
+diffusers = pytest.importorskip("diffusers")
+
+# (name, latent frames, latent h, latent w): 480p/81 frames and 720p/9 frames
+CASES = [("480p_81f", 21, 60, 104), ("720p_9f", 3, 90, 160)]
+
+
+def _diffusers_sharing(model: torch.nn.Module) -> torch.nn.Module:
+    """diffusers' WanTransformer3DModel whose parameters are the very tensors of `model` (no copy)."""
+    d = A14B.dit
+    with torch.device("meta"):
+        theirs = diffusers.WanTransformer3DModel(
+            patch_size=d.patch_size, num_attention_heads=d.num_heads, attention_head_dim=d.head_dim,
+            in_channels=d.in_dim, out_channels=d.out_dim, text_dim=d.text_dim, freq_dim=d.freq_dim,
+            ffn_dim=d.ffn_dim, num_layers=d.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+            eps=d.eps, image_dim=None, rope_max_seq_len=1024,
+        )
+    state = {diffusers_dit_key_from_official(k): v for k, v in model.state_dict().items()}
+    theirs.load_state_dict(state, strict=False, assign=True)
+    # The rotary tables are buffers computed at construction: rebuild that one small module for real.
+    rope_cls = type(theirs.rope)
+    theirs.rope = rope_cls(d.head_dim, d.patch_size, 1024).to("cuda")
+    return theirs.eval()
+
+
+def _timed(fn, repeats: int = 2) -> tuple[torch.Tensor, float]:
+    fn()  # warmup
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    torch.cuda.synchronize()
+    return out, (time.perf_counter() - start) / repeats
+
+
+def test_a14b_expert_agrees_with_diffusers_at_full_size():
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    ours = load_dit("synthetic", A14B, "high", "bf16", "cuda")
+    torch.cuda.synchronize()
+    build_s = time.perf_counter() - start
+    resident_gib = torch.cuda.memory_allocated() / 2**30
+    theirs = _diffusers_sharing(ours)
+    figures = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+               "build_s": round(build_s, 2), "resident_gib": round(resident_gib, 2), "cases": {}}
+    gen = torch.Generator("cuda").manual_seed(0)
+    for name, f, h, w in CASES:
+        x = torch.randn(1, 16, f, h, w, device="cuda", generator=gen, dtype=torch.bfloat16)
+        y = torch.randn(1, 20, f, h, w, device="cuda", generator=gen, dtype=torch.bfloat16)
+        ctx = torch.randn(1, A14B.dit.text_len, A14B.dit.text_dim, device="cuda", generator=gen, dtype=torch.bfloat16)
+        t = torch.tensor([950.0], device="cuda")
+        with torch.no_grad():
+            torch.cuda.reset_peak_memory_stats()
+            a, ours_s = _timed(lambda: ours(x, t, ctx, y))
+            ours_peak = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
+            b, theirs_s = _timed(lambda: theirs(torch.cat([x, y], 1), t, ctx, return_dict=False)[0].float())
+            theirs_peak = torch.cuda.max_memory_allocated() / 2**30
+        rel_l2 = ((a - b).norm() / b.norm()).item()
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+        figures["cases"][name] = {
+            "tokens": f * h * w // 4, "ours_s": round(ours_s, 3), "diffusers_s": round(theirs_s, 3),
+            "ours_peak_gib": round(ours_peak, 2), "diffusers_peak_gib": round(theirs_peak, 2),
+            "rel_l2": rel_l2, "cosine": cosine, "out_std": a.std().item(),
+        }
+        print(name, figures["cases"][name])
+        assert torch.isfinite(a).all()
+        assert rel_l2 <= 1e-2, name
+        assert cosine >= 0.999, name
+    print(json.dumps(figures))
+    if os.environ.get("WANBENCH_GPU_REPORT"):
+        out = Path(os.environ["WANBENCH_GPU_REPORT"]) / "a14b_expert.json"
+        out.write_text(json.dumps(figures, indent=1))

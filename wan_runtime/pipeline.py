@@ -1,0 +1,370 @@
+"""WanI2V: the Wan2.2 image-to-video pipeline (two experts), with every stage reported to an observer.
+
+The algorithm follows the official `wan/image2video.py`:
+  image -> [-1, 1] -> bicubic resize to (h, w) -> + (F-1) zero frames -> VAE encode -> y (16 ch)
+  mask (frame 0 = 1, repeated 4x, reshaped to 4 ch)      -> y = [mask, y] (20 ch)
+  noise [16, T, h/8, w/8] from a generator seeded on the run's device
+  for t in scheduler timesteps: expert = high if t >= boundary*1000 else low
+      v = uncond + g_expert * (cond - uncond);  latent = scheduler.step(v, t, latent)
+  VAE decode -> uint8 RGB frames
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from contextlib import contextmanager
+from itertools import groupby
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
+from wan_runtime.errors import ConfigError, StageOutOfMemoryError
+from wan_runtime.memory import DTYPES, MemoryPlan
+from wan_runtime.observer import NullObserver, Observer, StepInfo
+from wan_runtime.request import GenerationRequest, ImageInput
+from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
+from wan_runtime.sizes import VideoGeometry, geometry, parse_size
+from wan_runtime.weights import load_dit, load_text_encoder, load_vae
+
+log = logging.getLogger("wan_runtime")
+
+Expert = Literal["high", "low"]
+
+# What to suggest when a stage runs out of memory.
+_OOM_ADVICE: dict[str, str] = {
+    "load": "experts=swap (one expert on the GPU), text_encoder=cpu, or a smaller weight_dtype",
+    "text_encode": "text_encoder=cpu or text_encoder=offload_after",
+    "image_encode": "vae_tiling (e.g. 256) or a smaller size",
+    "denoise_high": "experts=swap, text_encoder=offload_after, fewer frames or a smaller size",
+    "denoise_low": "experts=swap, text_encoder=offload_after, fewer frames or a smaller size",
+    "vae_decode": "vae_tiling (e.g. 256), vae_dtype=bf16, or a smaller size",
+    "postprocess": "a smaller output size",
+}
+
+
+@dataclass
+class GenerationResult:
+    """Frames of one generation plus what a caller needs to describe it."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3], lossless
+    seed: int
+    geometry: VideoGeometry
+    valid_video: bool  # False when execute_steps skipped part of the schedule
+    steps_high: int  # steps run (or scheduled, when skipped) on each expert
+    steps_low: int
+    timesteps: list[float] = field(default_factory=list)
+    experts: list[str] = field(default_factory=list)  # expert used at each step of the schedule
+
+
+def load_image(image: ImageInput) -> Image.Image:
+    """Open an image from a path, PIL image or HxWx3 uint8 array; errors name the path and the problem."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ConfigError(f"image array must be uint8 HxWx3; got {image.dtype} {tuple(image.shape)}")
+        return Image.fromarray(image)
+    path = Path(image)
+    if not path.is_file():
+        raise ConfigError(f"image {str(path)!r} does not exist; pass the path of a PNG/JPEG file")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise ConfigError(f"image {str(path)!r} could not be read as a picture ({exc})") from exc
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 [3, H, W] in [-1, 1] (x/255*2-1, as upstream)."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+    return arr.permute(2, 0, 1).float().div(255.0).mul(2.0).sub(1.0)
+
+
+def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (rounded)."""
+    x = video.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def resize_video(video: torch.Tensor, height: int, width: int, anti_aliasing: bool) -> torch.Tensor:
+    """Bicubic resize of a [3, F, H, W] video to (height, width)."""
+    frames = video.permute(1, 0, 2, 3).float()
+    out = F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False, antialias=anti_aliasing)
+    return out.permute(1, 0, 2, 3)
+
+
+def condition_mask(frames: int, lat_h: int, lat_w: int, device: torch.device) -> torch.Tensor:
+    """The 4-channel first-frame mask [4, T_lat, lat_h, lat_w]: ones for frame 0 (repeated 4x), zeros after."""
+    msk = torch.zeros(1, frames, lat_h, lat_w, device=device)
+    msk[:, 0] = 1
+    msk = torch.cat([msk[:, :1].repeat_interleave(4, dim=1), msk[:, 1:]], dim=1)  # [1, F+3, h, w]
+    msk = msk.view(1, msk.shape[1] // 4, 4, lat_h, lat_w)  # [1, T_lat, 4, h, w]
+    return msk.transpose(1, 2)[0]
+
+
+class WanI2V:
+    """Wan2.2-I2V pipeline: loaded once, then `generate(request)` any number of times."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        device: torch.device,
+        memory: MemoryPlan,
+        high,
+        low,
+        vae,
+        text_encoder,
+        source: str,
+    ):
+        self.cfg = cfg
+        self.device = device
+        self.memory = memory
+        self.experts = {"high": high, "low": low}
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.source = source
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        source: str | Path = "synthetic",
+        preset: str | ModelConfig = "tiny",
+        device: str | torch.device = "cpu",
+        memory: MemoryPlan | None = None,
+        attention: str = "auto",
+        observer: Observer | None = None,
+    ) -> "WanI2V":
+        """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan."""
+        obs = observer or NullObserver()
+        cfg = get_preset(preset) if isinstance(preset, str) else preset
+        device = torch.device(device)
+        memory = memory or MemoryPlan()
+        src: str | Path = source if source == "synthetic" else Path(source)
+        dtype = memory.weight_dtype
+        offload = torch.device("cpu")
+        with _stage(obs, "load"):
+            # Under `swap` the low-noise expert is built first and parked on the CPU, so the device
+            # never holds both experts at once, not even while loading.
+            low = load_dit(src, cfg, "low", dtype, device, attention)
+            if memory.experts == "swap":
+                low.to(offload)
+            high = load_dit(src, cfg, "high", dtype, device, attention)
+            vae = load_vae(src, cfg, memory.vae_dtype, device)
+            text_device = offload if memory.text_encoder == "cpu" else device
+            text_encoder = load_text_encoder(src, cfg, dtype, text_device)
+            _sync(device)
+        return cls(cfg, device, memory, high, low, vae, text_encoder, str(source))
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, request: GenerationRequest, observer: Observer | None = None) -> GenerationResult:
+        """Generate one video; stages and steps are reported to `observer`."""
+        obs = observer or NullObserver()
+        seed = request.seed if request.seed >= 0 else random.randint(0, 2**31 - 1)
+        image = load_image(request.image)
+        if request.mode == "refine":
+            return self._generate_refine(request, image, seed, obs)
+        geo = geometry(
+            request.size, request.frames, image.width, image.height,
+            self.cfg.vae_stride, self.cfg.patch_size, request.size_rule,
+        )
+        context, context_null = self._encode_text(request, obs)
+        y = self._encode_image(image, geo, obs)
+        noise, gen = self._noise(geo, seed)
+        latent, trace = self._denoise(request, noise, gen, y, context, context_null, obs, start_index=0)
+        return self._finish(request, latent, geo, seed, trace, obs)
+
+    def _encode_text(self, request: GenerationRequest, obs: Observer) -> tuple[torch.Tensor, torch.Tensor]:
+        negative = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
+        with _stage(obs, "text_encode"):
+            if self.memory.text_encoder == "offload_after":
+                self.text_encoder.model.to(self.device)
+            # encode() runs where the model lives and returns on the pipeline's device
+            context, context_null = self.text_encoder.encode([request.prompt, negative], self.device)
+            if self.memory.text_encoder == "offload_after":
+                self.text_encoder.model.to(torch.device("cpu"))
+            dtype = self.memory.torch_dtype
+            context = context.to(dtype)[None]  # [1, L, text_dim]
+            context_null = context_null.to(dtype)[None]
+            _sync(self.device)
+        return context, context_null
+
+    def _encode_image(self, image: Image.Image, geo: VideoGeometry, obs: Observer) -> torch.Tensor:
+        """Image-condition input y [1, 20, T_lat, lat_h, lat_w]: mask channels + VAE latent."""
+        with _stage(obs, "image_encode"):
+            img = image_to_tensor(image)  # fp32 on the CPU, as upstream
+            img = F.interpolate(img[None], size=(geo.height, geo.width), mode="bicubic", align_corners=False)[0]
+            clip = torch.zeros(3, geo.frames, geo.height, geo.width)
+            clip[:, 0] = img
+            vae_dtype = DTYPES[self.memory.vae_dtype]
+            latent = self.vae.encode(clip[None].to(self.device, vae_dtype), tile_px=self.memory.vae_tiling)
+            mask = condition_mask(geo.frames, geo.lat_height, geo.lat_width, self.device)
+            y = torch.cat([mask[None], latent.float()], dim=1)
+            _sync(self.device)
+        return y
+
+    def _noise(self, geo: VideoGeometry, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+        """Initial noise from a generator on the run's device; the scheduler keeps using that generator."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        shape = (1, self.cfg.vae.z_dim, geo.lat_frames, geo.lat_height, geo.lat_width)
+        return torch.randn(shape, dtype=torch.float32, generator=gen, device=self.device), gen
+
+    def _expert_for(self, t: float, request: GenerationRequest) -> Expert:
+        if request.mode in ("single_expert", "refine"):
+            return "low"
+        return expert_for_timestep(t, self.cfg.boundary, self.cfg.num_train_timesteps)
+
+    def _activate(self, expert: Expert) -> torch.nn.Module:
+        """Return the expert on the device; under `swap` park the other one on the CPU first."""
+        if self.memory.experts == "swap":
+            other = "low" if expert == "high" else "high"
+            if _module_device(self.experts[other]) != torch.device("cpu"):
+                self.experts[other].to(torch.device("cpu"))
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        model = self.experts[expert]
+        if _module_device(model) != self.device:
+            model.to(self.device)
+        return model
+
+    def _denoise(
+        self,
+        request: GenerationRequest,
+        latent: torch.Tensor,
+        gen: torch.Generator,
+        y: torch.Tensor,
+        context: torch.Tensor,
+        context_null: torch.Tensor,
+        obs: Observer,
+        start_index: int,
+    ) -> tuple[torch.Tensor, list[tuple[float, str]]]:
+        """Run the schedule from `start_index`; returns the final latent and (timestep, expert) per step."""
+        scheduler = make_scheduler(request.solver, request.steps, request.shift, self.cfg.num_train_timesteps)
+        timesteps = [float(t) for t in scheduler.timesteps]
+        if start_index:
+            scheduler.set_begin_index(start_index)
+        plan = [(i, timesteps[i], self._expert_for(timesteps[i], request)) for i in range(start_index, len(timesteps))]
+        dtype = self.memory.torch_dtype
+        y = y.to(dtype)
+        # Consecutive steps on the same expert form one stage (denoise_high, then denoise_low).
+        for expert, run in groupby(plan, key=lambda step: step[2]):
+            name = f"denoise_{expert}"
+            with _stage(obs, name):
+                model = self._activate(expert)  # a swap's copy time belongs to the stage it serves
+                guide = request.guide_scale_high if expert == "high" else request.guide_scale_low
+                for i, t, _ in run:
+                    if request.execute_steps is not None and i not in request.execute_steps:
+                        continue
+                    x = latent.to(dtype)
+                    tt = torch.full((1,), t, device=self.device, dtype=torch.float32)
+                    cond = model(x, tt, context, y)
+                    uncond = model(x, tt, context_null, y)
+                    velocity = uncond + guide * (cond - uncond)
+                    latent = scheduler_step(scheduler, velocity.float(), scheduler.timesteps[i], latent, generator=gen)
+                    obs.on_step(StepInfo(index=i, total=len(timesteps), timestep=t, expert=expert, stage=name))
+                _sync(self.device)
+        return latent, [(t, e) for _, t, e in plan]
+
+    def _finish(
+        self,
+        request: GenerationRequest,
+        latent: torch.Tensor,
+        geo: VideoGeometry,
+        seed: int,
+        trace: list[tuple[float, str]],
+        obs: Observer,
+    ) -> GenerationResult:
+        with _stage(obs, "vae_decode"):
+            vae_dtype = DTYPES[self.memory.vae_dtype]
+            video = self.vae.decode(latent.to(vae_dtype), tile_px=self.memory.vae_tiling)[0]
+            _sync(self.device)
+        with _stage(obs, "postprocess"):
+            if request.output_size is not None:
+                w, h = request.output_size
+                video = resize_video(video, h, w, request.output_anti_aliasing)
+            frames = frames_to_uint8(video)
+        if request.output_size is not None:
+            geo = replace(geo, width=frames.shape[2], height=frames.shape[1])
+        return GenerationResult(
+            frames=frames,
+            seed=seed,
+            geometry=geo,
+            valid_video=request.execute_steps is None,
+            steps_high=sum(1 for _, e in trace if e == "high"),
+            steps_low=sum(1 for _, e in trace if e == "low"),
+            timesteps=[t for t, _ in trace],
+            experts=[e for _, e in trace],
+        )
+
+    # ---------------------------------------------------------------- refine mode
+    def _generate_refine(
+        self, request: GenerationRequest, image: Image.Image, seed: int, obs: Observer
+    ) -> GenerationResult:
+        """Low-resolution pass with both experts, pixel upscale, re-noise, low-noise expert at the target size.
+
+        Choices: the first pass decodes to pixels and the upscale is a bicubic resize in pixel space
+        (anti-aliasing as requested), re-encoded by the VAE, because latent-space interpolation of a
+        causal VAE latent smears detail. The target size is the first size times `scale_factor`, rounded
+        to multiples of 16. Re-noising follows flow matching: x_t = (1 - sigma) x0 + sigma * noise at the
+        schedule position where the last `strength` fraction of steps begins.
+        """
+        opts = request.refine
+        first = replace(request, size=opts.first_size, mode="both", output_size=None, execute_steps=None)
+        geo1 = geometry(first.size, first.frames, image.width, image.height,
+                        self.cfg.vae_stride, self.cfg.patch_size, request.size_rule)
+        context, context_null = self._encode_text(request, obs)
+        y1 = self._encode_image(image, geo1, obs)
+        noise1, gen = self._noise(geo1, seed)
+        latent1, trace1 = self._denoise(first, noise1, gen, y1, context, context_null, obs, 0)
+        with _stage(obs, "vae_decode"):
+            low_res = self.vae.decode(latent1.to(DTYPES[self.memory.vae_dtype]), tile_px=self.memory.vae_tiling)[0]
+        target_w = max(16, round(geo1.width * opts.scale_factor / 16) * 16)
+        target_h = max(16, round(geo1.height * opts.scale_factor / 16) * 16)
+        geo2 = geometry(f"{target_w}*{target_h}", request.frames, target_w, target_h,
+                        self.cfg.vae_stride, self.cfg.patch_size, request.size_rule)
+        with _stage(obs, "image_encode"):
+            upscaled = resize_video(low_res, geo2.height, geo2.width, opts.anti_aliasing).clamp(-1, 1)
+            x0 = self.vae.encode(upscaled[None].to(self.device, DTYPES[self.memory.vae_dtype]),
+                                 tile_px=self.memory.vae_tiling).float()
+        y2 = self._encode_image(image.resize((geo2.width, geo2.height), Image.BICUBIC), geo2, obs)
+        scheduler = make_scheduler(request.solver, request.steps, request.shift, self.cfg.num_train_timesteps)
+        start = min(request.steps - 1, request.steps - max(1, round(opts.strength * request.steps)))
+        sigma = float(scheduler.sigmas[start])
+        noise2 = torch.randn(x0.shape, dtype=torch.float32, generator=gen, device=self.device)
+        latent2 = (1.0 - sigma) * x0 + sigma * noise2
+        latent2, trace2 = self._denoise(request, latent2, gen, y2, context, context_null, obs, start)
+        result = self._finish(request, latent2, geo2, seed, trace1 + trace2, obs)
+        return result
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def _stage(obs: Observer, name: str) -> Iterator[None]:
+    """Report a stage to the observer and turn a CUDA out-of-memory into a StageOutOfMemoryError."""
+    try:
+        with obs.stage(name):
+            yield
+    except torch.OutOfMemoryError as exc:
+        raise StageOutOfMemoryError(
+            name,
+            f"out of GPU memory in stage {name!r}: {str(exc).splitlines()[0]} "
+            f"Options that would help: {_OOM_ADVICE.get(name, 'a smaller size')}.",
+        ) from exc
+
+
+__all__ = ["WanI2V", "GenerationResult", "load_image", "image_to_tensor", "condition_mask", "parse_size"]
