@@ -1,0 +1,1 @@
+"""The `wanbench` command line: one module per verb."""

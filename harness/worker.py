@@ -1,0 +1,339 @@
+"""The worker process: loads the pipeline once for a group of cases, measures them, reports rows.
+
+Started by harness.runner as `python -m harness.worker JOB.json EVENT_FD`. It writes JSON events,
+one per line, to the inherited file descriptor EVENT_FD (stdout/stderr go to the group's log file,
+so library prints cannot corrupt the protocol):
+    {"event": "loaded", "load_ms": ...}
+    {"event": "case_start", "case_id": ...}
+    {"event": "phase", "phase": "warmup" | "repeat", "index": i, "of": n}
+    {"event": "stage", "stage": ..., "allocated_mib": ..., "nvml_mib": ...}   (from the Probe)
+    {"event": "step", "index": i, "total": n, "expert": ...}                   (from the Probe)
+    {"event": "result", "row": {...}}
+    {"event": "done"}
+After a case fails (oom/error) the worker stops, so the next case starts in a fresh process with
+nothing left over from the failure; the runner starts it.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from harness import environment, overhead
+from harness.inputs import prepare_image
+from harness.jobs import CaseJob, WorkerJob, failure_row, frames_path, identity_fields, now_iso
+from harness.nvml import NvmlSampler
+from harness.params import build_memory_plan, build_request
+from harness.probe import Probe
+from harness.results import TIMELINE_FILE
+from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
+from wan_runtime.config import ModelConfig, get_preset
+from wan_runtime.errors import StageOutOfMemoryError
+from wan_runtime.memory import MemoryPlan
+from wan_runtime.observer import Observer
+from wan_runtime.request import GenerationRequest
+
+SYNTHETIC_NOTE = "synthetic weights: PSNR/SSIM measure numerical drift between configurations, not visual quality"
+
+
+def load_wan_pipeline(
+    source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer
+):
+    """The default factory: `WanI2V.load` (its `load` stage is reported to the observer)."""
+    from wan_runtime.pipeline import WanI2V
+
+    return WanI2V.load(source=source, preset=preset, device=device, memory=memory, attention=attention,
+                       observer=observer)
+
+
+def resolve_factory(spec: str) -> Callable:
+    """`module:attr` or `path/to/file.py:attr` -> the callable (dotted attrs allowed, e.g. Class.load)."""
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module  # dataclasses in the file look their module up here
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def schedule_experts(request: GenerationRequest, config: ModelConfig) -> list[str]:
+    """The expert of every step of the request's full schedule (as the pipeline assigns them)."""
+    from wan_runtime.scheduler import expert_for_timestep, make_scheduler
+
+    scheduler = make_scheduler(request.solver, request.steps, request.shift, config.num_train_timesteps)
+    if request.mode == "single_expert":
+        return ["low"] * request.steps
+    return [expert_for_timestep(float(t), config.boundary, config.num_train_timesteps) for t in scheduler.timesteps]
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None (a row never carries them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+class Worker:
+    """Runs one job: load once, then each case (warmup, measured repeats, quality), one row per case."""
+
+    def __init__(self, job: WorkerJob, emit: Callable[[dict], None]):
+        self.job = job
+        self.emit = emit
+        self.device = torch.device(job.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and self.device.index is None:  # "cuda" means the current device, index 0 in a fresh process
+            self.device = torch.device("cuda", 0)
+        self.config = get_preset(job.preset)
+        self.out = Path(job.out)
+        self._images: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------ events
+    def _probe_event(self, event: dict) -> None:
+        if event["event"] == "stage":  # memory reached so far, in case the process dies in this stage
+            if self.cuda:
+                event["allocated_mib"] = torch.cuda.memory_allocated(self.device) / 2**20
+            last = self.sampler.samples[-1] if self.sampler.samples else None
+            event["nvml_mib"] = last.process_mib if last else None
+        self.emit(event)
+
+    # ------------------------------------------------------------ the job
+    def run(self) -> None:
+        """Load the pipeline, run every case until one fails; report each row."""
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        self.env = environment.collect(self.device)
+        cuda_index = (self.device.index or 0) if self.cuda else None
+        self.sampler = NvmlSampler(cuda_index).start()
+        self.probe = Probe(self.device, sink=self._probe_event)
+        try:
+            self.overhead = overhead.measure(self.device)
+            if self.cuda:
+                torch.cuda.empty_cache()
+            if not self._load():
+                return
+            for case in self.job.cases:
+                self.emit({"event": "case_start", "case_id": case.case_id})
+                row = self.run_case(case)
+                self.emit({"event": "result", "row": _clean(row)})
+                if row["status"] != "ok":
+                    return  # a fresh process for the next case (see the module docstring)
+            self.emit({"event": "done"})
+        finally:
+            self.sampler.stop()
+
+    def _load(self) -> bool:
+        first = self.job.cases[0].params
+        self.probe.reset_peaks()
+        recording = self.probe.new_recording()
+        started = now_iso()
+        try:
+            factory = resolve_factory(self.job.factory)
+            self.pipe = factory(self.job.weights, self.job.preset, self.device, build_memory_plan(first),
+                                first["attention"], self.probe)
+        except Exception as exc:
+            status, stage, message = self._classify(exc)
+            traceback.print_exc()
+            memory = self._memory_reached(0.0)
+            for case in self.job.cases:
+                row = failure_row(self.job, case, status, f"loading the pipeline failed: {message}", stage or "load",
+                                  memory, started)
+                self.emit({"event": "result", "row": _clean(row | self.env)})
+            return False
+        self.load = load_fields(recording, self.sampler)
+        self.emit({"event": "loaded", "load_ms": self.load.get("load_ms")})
+        return True
+
+    def _classify(self, exc: BaseException) -> tuple[str, str | None, str]:
+        """(status, stage, message) of a failure."""
+        message = f"{type(exc).__name__}: {exc}"[:4000]
+        if isinstance(exc, StageOutOfMemoryError):
+            return "oom", exc.stage, message
+        stage = self.probe.failed_stage or self.probe.current_stage
+        if isinstance(exc, torch.OutOfMemoryError):
+            return "oom", stage, message
+        return "error", stage, message
+
+    def _memory_reached(self, since_s: float) -> dict[str, Any]:
+        allocated, reserved = self.probe.peaks()
+        proc, device, reason = self.sampler.peaks(since_s)
+        return {"peak_allocated_mib": allocated, "peak_reserved_mib": reserved, "peak_nvml_mib": proc,
+                "peak_nvml_device_mib": device, "memory_note": reason if self.cuda else NO_CUDA_NOTE}
+
+    # ------------------------------------------------------------ one case
+    def run_case(self, case: CaseJob) -> dict[str, Any]:
+        """Measure one case; failures become oom/error rows."""
+        started = now_iso()
+        self.probe.failed_stage = None
+        self.probe.reset_peaks()
+        t0 = time.perf_counter()
+        try:
+            row = self._measure(case)
+        except Exception as exc:
+            status, stage, message = self._classify(exc)
+            traceback.print_exc()
+            row = failure_row(self.job, case, status, message, stage, self._memory_reached(t0), started)
+            row.update(self.load)
+            row.update(self.env)
+            gc.collect()
+            if self.cuda:
+                torch.cuda.empty_cache()
+            return row
+        row["started_at"] = started
+        row["finished_at"] = now_iso()
+        return row
+
+    def _image(self, params: dict[str, Any]):
+        key = (params["image"], params["size"])
+        if key not in self._images:
+            self._images[key] = prepare_image(*key)
+        return self._images[key]
+
+    def _generate(self, request: GenerationRequest) -> tuple[Any, Repeat]:
+        recording = self.probe.new_recording()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        result = self.pipe.generate(request, observer=self.probe)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return result, Repeat(recording, start, time.perf_counter())
+
+    def _measure(self, case: CaseJob) -> dict[str, Any]:
+        job, params = self.job, case.params
+        image = self._image(params)
+        sampled = job.timing == "sampled"
+        experts = plan = None
+        execute = None
+        if sampled:
+            experts = schedule_experts(build_request(params, image), self.config)
+            plan = sampled_plan(experts, job.sampled["warmup_steps"], job.sampled["measured_steps"])
+            execute = frozenset(i for indices in plan.values() for i in indices)
+        request = build_request(params, image, execute)
+
+        for i in range(job.warmup):
+            self.emit({"event": "phase", "phase": "warmup", "index": i + 1, "of": job.warmup})
+            self._generate(request)
+        self.probe.reset_peaks()
+        repeats: list[Repeat] = []
+        result = None
+        for i in range(job.repeats):
+            self.emit({"event": "phase", "phase": "repeat", "index": i + 1, "of": job.repeats})
+            result, rep = self._generate(request)
+            repeats.append(rep)
+        allocated, reserved = self.probe.peaks()
+        if sampled and list(result.experts) != experts:
+            raise RuntimeError(f"the pipeline ran experts {result.experts}, the harness planned {experts}; "
+                               "harness.worker.schedule_experts is out of step with the pipeline")
+        with open(self.out / TIMELINE_FILE, "a", encoding="utf-8") as fh:
+            for i, rep in enumerate(repeats):
+                fh.write(json.dumps(_clean(timeline_record(case.case_id, i, rep, self.sampler))) + "\n")
+
+        geo = result.geometry
+        row = identity_fields(job, case)
+        row.update({
+            "status": "ok", "error": None, "failed_stage": None,
+            "out_width": int(result.frames.shape[2]), "out_height": int(result.frames.shape[1]),
+            "out_frames": int(result.frames.shape[0]), "tokens": geo.tokens, "seed_used": result.seed,
+            "steps_high": result.steps_high, "steps_low": result.steps_low, "valid_video": result.valid_video,
+        })
+        steps = {"high": result.steps_high, "low": result.steps_low}
+        row.update(self.load)
+        row.update(timing_fields(repeats, steps, job.sampled["warmup_steps"] if sampled else None))
+        if plan is not None:
+            row.update({f"sampled_steps.{e}": indices for e, indices in plan.items()})
+        row.update(memory_fields(repeats, allocated, reserved, self.sampler, self.cuda))
+        row.update(self._overhead_fields(row))
+        row.update(self._quality(case, result))
+        row.update(self.env)
+        return row
+
+    def _overhead_fields(self, row: dict[str, Any]) -> dict[str, Any]:
+        steps = [row[f"step_ms.{e}"] for e in ("high", "low") if row.get(f"step_ms.{e}")]
+        mean_step = sum(steps) / len(steps) if steps else None
+        return {
+            "probe_overhead_ms": self.overhead.per_step_ms,
+            "probe_overhead_pct": 100.0 * self.overhead.per_step_ms / mean_step if mean_step else None,
+            "probe_overhead_method": f"{self.overhead.method} (workload step {self.overhead.workload_step_ms:.3f} ms)",
+        }
+
+    def _quality(self, case: CaseJob, result) -> dict[str, Any]:
+        job = self.job
+        fields: dict[str, Any] = {"psnr_db": None, "ssim": None, "psnr_frames": None, "ssim_frames": None,
+                                  "quality_resize": None, "quality_note": None}
+        if not result.valid_video:
+            fields["quality_note"] = "sampled timing: steps were skipped, the video is not valid; no metrics"
+            return fields
+        if case.save_frames:
+            save_frames(frames_path(job.out, case.case_id), result.frames)
+        if case.reference_id is None:
+            return fields
+        notes = [SYNTHETIC_NOTE] if job.weights == "synthetic" else []
+        if case.reference_id == case.case_id:
+            fields["quality_note"] = "; ".join(["reference case (compared with nothing)", *notes])
+            return fields
+        ref_path = frames_path(job.out, case.reference_id)
+        if not ref_path.exists():
+            save_frames(frames_path(job.out, case.case_id), result.frames)
+            fields["quality_note"] = "; ".join(["pending: reference frames not available yet", *notes])
+            return fields
+        fields.update(quality_fields(result.frames, np.load(ref_path), job.quality, self.device))
+        fields["quality_note"] = "; ".join(notes) or None
+        return fields
+
+
+def save_frames(path: Path, frames: np.ndarray) -> None:
+    """Keep lossless frames for later comparison (written to a temp name, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, frames)
+    os.replace(tmp, path)
+
+
+def quality_fields(frames: np.ndarray, reference: np.ndarray, quality: dict[str, Any], device) -> dict[str, Any]:
+    """psnr_db/ssim/per-frame series/quality_resize of `frames` against `reference`."""
+    from harness.metrics import compare_videos
+
+    q = compare_videos(frames, reference, quality["resize_filter"], quality["antialias"], device)
+    return {"psnr_db": q.psnr_db, "ssim": q.ssim, "psnr_frames": q.psnr_frames, "ssim_frames": q.ssim_frames,
+            "quality_resize": q.resize}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `python -m harness.worker JOB.json EVENT_FD`."""
+    job_path, fd = argv if argv is not None else sys.argv[1:]
+    job = WorkerJob.read(Path(job_path))
+    with os.fdopen(int(fd), "w", buffering=1, encoding="utf-8") as stream:
+
+        def emit(event: dict) -> None:
+            stream.write(json.dumps(event, allow_nan=False) + "\n")
+
+        Worker(job, emit).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

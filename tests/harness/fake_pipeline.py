@@ -1,0 +1,80 @@
+"""A stand-in for WanI2V in runner tests: the same interface and stages, no networks, scripted failures.
+
+The prompt scripts the behaviour, so a suite can sweep it:
+- "oom": raise StageOutOfMemoryError in denoise_high;
+- "die-if-exists:PATH": while PATH exists, kill this process with SIGKILL in denoise_high;
+- anything else: a normal generation.
+Frames depend on the seed, the step count and the size only, so equal requests give equal videos.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wan_runtime.errors import StageOutOfMemoryError
+from wan_runtime.observer import NullObserver, StepInfo
+from wan_runtime.sizes import VideoGeometry, geometry
+
+
+@dataclass
+class FakeResult:
+    """The fields of wan_runtime.pipeline.GenerationResult the harness reads."""
+
+    frames: np.ndarray
+    seed: int
+    geometry: VideoGeometry
+    valid_video: bool
+    steps_high: int
+    steps_low: int
+    timesteps: list[float] = field(default_factory=list)
+    experts: list[str] = field(default_factory=list)
+
+
+class FakePipeline:
+    """WanI2V's interface without networks (first half of the steps on the high-noise expert)."""
+
+    @classmethod
+    def load(cls, source, preset, device, memory, attention, observer):
+        """Report a `load` stage and return a pipeline."""
+        with observer.stage("load"):
+            pass
+        return cls()
+
+    def generate(self, request, observer=None):
+        """Run the stages, report the executed steps, return deterministic frames."""
+        obs = observer or NullObserver()
+        image_w, image_h = request.image.size
+        geo = geometry(request.size, request.frames, image_w, image_h)
+        for stage in ("text_encode", "image_encode"):
+            with obs.stage(stage):
+                pass
+        experts = ["high"] * (request.steps // 2) + ["low"] * (request.steps - request.steps // 2)
+        for expert in ("high", "low"):
+            name = f"denoise_{expert}"
+            with obs.stage(name):
+                self._scripted_failure(request.prompt, name)
+                for i, e in enumerate(experts):
+                    if e == expert and (request.execute_steps is None or i in request.execute_steps):
+                        obs.on_step(StepInfo(index=i, total=request.steps, timestep=1000.0 - i, expert=e, stage=name))
+        with obs.stage("vae_decode"):
+            rng = np.random.default_rng(request.seed)
+            frames = rng.integers(0, 256, (geo.frames, geo.height, geo.width, 3), dtype=np.uint8)
+            frames = (frames // request.steps * request.steps).astype(np.uint8)  # fewer steps: coarser
+        with obs.stage("postprocess"):
+            pass
+        return FakeResult(frames, request.seed, geo, request.execute_steps is None,
+                          experts.count("high"), experts.count("low"), [1000.0 - i for i in range(request.steps)],
+                          experts)
+
+    @staticmethod
+    def _scripted_failure(prompt: str, stage: str) -> None:
+        if prompt == "oom" and stage == "denoise_high":
+            raise StageOutOfMemoryError(stage, f"out of GPU memory in stage {stage!r} (scripted)")
+        if prompt.startswith("die-if-exists:") and stage == "denoise_high":
+            if Path(prompt.split(":", 1)[1]).exists():
+                os.kill(os.getpid(), signal.SIGKILL)
