@@ -2,6 +2,12 @@
 
 Prints s/forward and peak memory for the issue notes; set WANBENCH_GPU_REPORT to a folder to also get
 them as JSON. The assertions are about agreement, never about speed.
+
+Both bf16 implementations are also compared with an fp32-compute forward of the same weights. Ours
+keeps the residual stream in fp32 like the official model under autocast; diffusers keeps it in
+bf16, which adds rounding at each of the 80 residual additions. Measured on an H100 at 480p/81f:
+ours vs diffusers relative L2 1.4e-2 (cosine 0.9999), so the gap is bounded at 2e-2, and the test
+requires ours to be within 1e-2 of the fp32 reference and closer to it than diffusers is.
 """
 
 from __future__ import annotations
@@ -43,6 +49,31 @@ def _diffusers_sharing(model: torch.nn.Module) -> torch.nn.Module:
     return theirs.eval()
 
 
+def _fp32_reference(model: torch.nn.Module, x, t, ctx, y) -> torch.Tensor:
+    """The same forward with every block computed in fp32 (weights upcast one block at a time)."""
+
+    backend = "efficient" if x.is_cuda else "math"  # fp32-capable attention
+
+    def run_blocks_fp32(tokens, e0, context, rope):
+        for block in model.blocks:
+            block.float()  # bf16 -> fp32 -> bf16 is exact, so the weights come back unchanged
+            try:
+                tokens = block(tokens, e0, context.float(), rope, backend)
+            finally:
+                block.to(torch.bfloat16)
+        return tokens
+
+    model._run_blocks = run_blocks_fp32
+    try:
+        return model(x, t, ctx, y)
+    finally:
+        del model._run_blocks
+
+
+def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
 def _timed(fn, repeats: int = 2) -> tuple[torch.Tensor, float]:
     fn()  # warmup
     torch.cuda.synchronize()
@@ -77,17 +108,21 @@ def test_a14b_expert_agrees_with_diffusers_at_full_size():
             torch.cuda.reset_peak_memory_stats()
             b, theirs_s = _timed(lambda: theirs(torch.cat([x, y], 1), t, ctx, return_dict=False)[0].float())
             theirs_peak = torch.cuda.max_memory_allocated() / 2**30
-        rel_l2 = ((a - b).norm() / b.norm()).item()
+            ref = _fp32_reference(ours, x, t, ctx, y)
+        rel_l2 = _rel_l2(a, b)
         cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
         figures["cases"][name] = {
             "tokens": f * h * w // 4, "ours_s": round(ours_s, 3), "diffusers_s": round(theirs_s, 3),
             "ours_peak_gib": round(ours_peak, 2), "diffusers_peak_gib": round(theirs_peak, 2),
             "rel_l2": rel_l2, "cosine": cosine, "out_std": a.std().item(),
+            "ours_vs_fp32_rel_l2": _rel_l2(a, ref), "diffusers_vs_fp32_rel_l2": _rel_l2(b, ref),
         }
         print(name, figures["cases"][name])
         assert torch.isfinite(a).all()
-        assert rel_l2 <= 1e-2, name
         assert cosine >= 0.999, name
+        assert rel_l2 <= 2e-2, name
+        assert _rel_l2(a, ref) <= 1e-2, name
+        assert _rel_l2(a, ref) <= _rel_l2(b, ref), name
     print(json.dumps(figures))
     if os.environ.get("WANBENCH_GPU_REPORT"):
         out = Path(os.environ["WANBENCH_GPU_REPORT"]) / "a14b_expert.json"
