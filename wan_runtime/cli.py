@@ -116,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--attention", default="auto", help="attention backend (auto, cudnn, flash, efficient, math, ...)")
     p.add_argument("--vae_tile_size", type=int, default=None, help="VAE spatial tile in pixels (default: off)")
+    p.add_argument("--dit_blocks", choices=["resident", "stream"], default="resident",
+                   help="stream: the active expert's blocks stay in pinned host memory and are copied to the GPU "
+                        "ahead of the compute (implies --offload_model True)")
+    p.add_argument("--prefetch_blocks", type=int, default=2, help="blocks copied ahead under --dit_blocks stream")
+    p.add_argument("--fp8", action="store_true",
+                   help="store the experts' block weights as scaled fp8 (e4m3), compute in bf16")
+    p.add_argument("--host_memory", choices=["pinned", "pageable"], default="pinned",
+                   help="how offloaded experts are held on the host: pinned (fast switches, both experts in RAM) "
+                        "or pageable (as upstream)")
+    p.add_argument("--vram_budget_gib", type=float, default=None,
+                   help="cap this process's GPU memory (e.g. 24 to behave like an RTX 4090); CUDA only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -160,12 +171,18 @@ def resolve(args: argparse.Namespace) -> Invocation:
         anti_aliasing=anti_alias,
     )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    offload = args.offload_model if args.offload_model is not None else device.startswith("cuda")
+    offload = args.offload_model
+    if offload is None:
+        offload = device.startswith("cuda") or args.dit_blocks == "stream"
     memory = MemoryPlan(
         experts="swap" if offload else "resident",
         text_encoder="cpu" if args.t5_cpu else ("offload_after" if offload else "gpu"),
         vae_tiling=args.vae_tile_size or conf.vae.tile_size,
-        weight_dtype="bf16" if args.convert_model_dtype else "fp32",
+        weight_dtype="fp8" if args.fp8 else ("bf16" if args.convert_model_dtype else "fp32"),
+        dit_blocks=args.dit_blocks,
+        prefetch_blocks=args.prefetch_blocks,
+        host_memory=args.host_memory,
+        vram_budget_gib=args.vram_budget_gib,
     )
     mode = "refine" if args.enable_refiner else ("single_expert" if args.single_expert else "both")
     if args.enable_refiner and args.single_expert:
@@ -283,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         reserved = torch.cuda.max_memory_reserved(device) / 2**30
         print(f"peak GPU memory: {peak:.2f} GiB allocated, {reserved:.2f} GiB reserved")
+        if pipe.vram_budget is not None:
+            print(pipe.vram_budget.describe())
     else:
         print("peak GPU memory: n/a (ran on the CPU)")
     return 0

@@ -24,14 +24,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from wan_runtime.budget import VramBudget, apply_vram_budget
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, StageOutOfMemoryError
+from wan_runtime.experts import PlacedExpert, load_expert
 from wan_runtime.memory import DTYPES, MemoryPlan
 from wan_runtime.observer import NullObserver, Observer, StepInfo
 from wan_runtime.request import GenerationRequest, ImageInput
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
-from wan_runtime.weights import load_dit, load_text_encoder, load_vae
+from wan_runtime.weights import load_text_encoder, load_vae
 
 log = logging.getLogger("wan_runtime")
 
@@ -39,11 +41,13 @@ Expert = Literal["high", "low"]
 
 # What to suggest when a stage runs out of memory.
 _OOM_ADVICE: dict[str, str] = {
-    "load": "experts=swap (one expert on the GPU), text_encoder=cpu, or a smaller weight_dtype",
+    "load": "experts=swap (one expert on the GPU), dit_blocks=stream, weight_dtype=fp8, text_encoder=cpu",
     "text_encode": "text_encoder=cpu or text_encoder=offload_after",
     "image_encode": "vae_tiling (e.g. 256) or a smaller size",
-    "denoise_high": "experts=swap, text_encoder=offload_after, fewer frames or a smaller size",
-    "denoise_low": "experts=swap, text_encoder=offload_after, fewer frames or a smaller size",
+    "denoise_high": "experts=swap, dit_blocks=stream, weight_dtype=fp8, text_encoder=offload_after, "
+                    "fewer frames or a smaller size",
+    "denoise_low": "experts=swap, dit_blocks=stream, weight_dtype=fp8, text_encoder=offload_after, "
+                   "fewer frames or a smaller size",
     "vae_decode": "vae_tiling (e.g. 256), vae_dtype=bf16, or a smaller size",
     "postprocess": "a smaller output size",
 }
@@ -122,14 +126,21 @@ class WanI2V:
         vae,
         text_encoder,
         source: str,
+        placed: dict[str, PlacedExpert] | None = None,
+        vram_budget: VramBudget | None = None,
     ):
         self.cfg = cfg
         self.device = device
         self.memory = memory
         self.experts = {"high": high, "low": low}
+        if placed is None:  # networks built by the caller: swap moves whole modules, as upstream
+            mode = "pageable" if memory.experts == "swap" and device.type == "cuda" else "resident"
+            placed = {name: PlacedExpert(model, device, mode, [], None) for name, model in self.experts.items()}
+        self.placed = placed  # how each expert is brought onto and off the device
         self.vae = vae
         self.text_encoder = text_encoder
         self.source = source
+        self.vram_budget = vram_budget  # the enforced cap, when the plan has one
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -142,26 +153,30 @@ class WanI2V:
         attention: str = "auto",
         observer: Observer | None = None,
     ) -> "WanI2V":
-        """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan."""
+        """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan.
+
+        Under `experts=swap` (and `dit_blocks=stream`) both experts end the load parked in host
+        memory, built part by part so the device never holds more than one part of a parked
+        expert; each denoise stage brings its expert in. A `vram_budget_gib` is applied first.
+        """
         obs = observer or NullObserver()
         cfg = get_preset(preset) if isinstance(preset, str) else preset
         device = torch.device(device)
         memory = memory or MemoryPlan()
         src: str | Path = source if source == "synthetic" else Path(source)
-        dtype = memory.weight_dtype
         offload = torch.device("cpu")
         with _stage(obs, "load"):
-            # Under `swap` the low-noise expert is built first and parked on the CPU, so the device
-            # never holds both experts at once, not even while loading.
-            low = load_dit(src, cfg, "low", dtype, device, attention)
-            if memory.experts == "swap":
-                low.to(offload)
-            high = load_dit(src, cfg, "high", dtype, device, attention)
+            budget = None
+            if memory.vram_budget_gib is not None:
+                budget = apply_vram_budget(memory.vram_budget_gib, device)
+                log.info(budget.describe())
+            placed = {name: load_expert(src, cfg, name, memory, device, attention) for name in ("low", "high")}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             text_device = offload if memory.text_encoder == "cpu" else device
-            text_encoder = load_text_encoder(src, cfg, dtype, text_device)
+            text_encoder = load_text_encoder(src, cfg, memory.load_dtype, text_device)
             _sync(device)
-        return cls(cfg, device, memory, high, low, vae, text_encoder, str(source))
+        return cls(cfg, device, memory, placed["high"].model, placed["low"].model, vae, text_encoder,
+                   str(source), placed=placed, vram_budget=budget)
 
     # ---------------------------------------------------------------- generation
     def generate(self, request: GenerationRequest, observer: Observer | None = None) -> GenerationResult:
@@ -222,17 +237,16 @@ class WanI2V:
         return expert_for_timestep(t, self.cfg.boundary, self.cfg.num_train_timesteps)
 
     def _activate(self, expert: Expert) -> torch.nn.Module:
-        """Return the expert on the device; under `swap` park the other one on the CPU first."""
-        if self.memory.experts == "swap":
-            other = "low" if expert == "high" else "high"
-            if _module_device(self.experts[other]) != torch.device("cpu"):
-                self.experts[other].to(torch.device("cpu"))
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-        model = self.experts[expert]
-        if _module_device(model) != self.device:
-            model.to(self.device)
-        return model
+        """Return the expert ready on the device; under `swap` park the other one first."""
+        self._park("low" if expert == "high" else "high")
+        self.placed[expert].activate()
+        return self.experts[expert]
+
+    def _park(self, *experts: Expert) -> None:
+        """Free the device memory of swapped or streamed experts (their weights stay in host memory)."""
+        freed = [self.placed[name].park() for name in experts]
+        if any(freed) and self.device.type == "cuda":
+            torch.cuda.empty_cache()  # give the freed blocks back, as upstream does after each offload
 
     def _denoise(
         self,
@@ -254,7 +268,8 @@ class WanI2V:
         dtype = self.memory.torch_dtype
         y = y.to(dtype)
         # Consecutive steps on the same expert form one stage (denoise_high, then denoise_low).
-        for expert, run in groupby(plan, key=lambda step: step[2]):
+        stages = [(expert, list(run)) for expert, run in groupby(plan, key=lambda step: step[2])]
+        for number, (expert, run) in enumerate(stages):
             name = f"denoise_{expert}"
             with _stage(obs, name):
                 model = self._activate(expert)  # a swap's copy time belongs to the stage it serves
@@ -269,6 +284,9 @@ class WanI2V:
                     velocity = uncond + guide * (cond - uncond)
                     latent = scheduler_step(scheduler, velocity.float(), scheduler.timesteps[i], latent, generator=gen)
                     obs.on_step(StepInfo(index=i, total=len(timesteps), timestep=t, expert=expert, stage=name))
+                if number == len(stages) - 1:
+                    # After the last step no expert is active: swap frees the device for the VAE (as upstream).
+                    self._park("high", "low")
                 _sync(self.device)
         return latent, [(t, e) for _, t, e in plan]
 
@@ -342,10 +360,6 @@ class WanI2V:
         latent2, trace2 = self._denoise(request, latent2, gen, y2, context, context_null, obs, start)
         result = self._finish(request, latent2, geo2, seed, trace1 + trace2, obs)
         return result
-
-
-def _module_device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def _sync(device: torch.device) -> None:

@@ -1,0 +1,180 @@
+"""An expert built and kept as the memory plan says: resident, swapped (pageable or pinned) or streamed.
+
+Loading goes part by part, so the device never holds more of an expert than the plan allows, not
+even while loading: the expert is built on the `meta` device, then each part (everything but the
+blocks, then block 0, 1, ...) is made on the device (synthetic weights) or read from the checkpoint,
+converted (fp8), and placed:
+
+    mode       where the parts go                                   activate()             park()
+    resident   stay on the device                                   -                      -
+    pageable   .to("cpu") (the official --offload_model)            .to(device)            .to("cpu")
+    pinned     one page-locked host copy per part                   one copy per part in   drop the device copies
+    stream     everything but the blocks: as pinned; blocks: host   + ring of block slots  + free the ring
+
+Synthetic weights are made on the run's device part by part under their full names, so they are the
+values `load_dit` makes for the whole expert (the seed of a tensor depends on its name only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from wan_runtime.block_stream import BlockStreamer
+from wan_runtime.config import ModelConfig
+from wan_runtime.errors import ConfigError
+from wan_runtime.fp8 import quantize_linears
+from wan_runtime.memory import MemoryPlan
+from wan_runtime.modules.dit import WanBlock, WanDiT
+from wan_runtime.offload import WeightGroup, tensor_bytes
+from wan_runtime.weights import (
+    SEED_HIGH_NOISE, SEED_LOW_NOISE, load_dit, materialize_synthetic, resolve_device, resolve_dtype,
+)
+from wan_runtime.weights.loader import ensure_no_meta
+
+Mode = Literal["resident", "pageable", "pinned", "stream"]
+Expert = Literal["high", "low"]
+CPU = torch.device("cpu")
+
+
+def placement_mode(plan: MemoryPlan, device: torch.device) -> Mode:
+    """How the plan keeps an expert on `device`; on the CPU, parking is moot (all memory is host memory)."""
+    if plan.dit_blocks == "stream":
+        return "stream"
+    if plan.experts == "resident" or device.type == "cpu":
+        return "resident"
+    return "pinned" if plan.host_memory == "pinned" else "pageable"
+
+
+class PlacedExpert:
+    """One DiT expert and the way the plan keeps it: `activate()` before its stage, `park()` after."""
+
+    def __init__(self, model: WanDiT, device: torch.device, mode: Mode, groups: list[WeightGroup],
+                 streamer: BlockStreamer | None):
+        self.model = model
+        self.device = device
+        self.mode = mode
+        self.groups = groups  # pinned: every part; stream: everything but the blocks
+        self.streamer = streamer
+        # A pageable expert handed in on the device (WanI2V built by a caller) counts as active.
+        on_device = next(model.parameters()).device.type == device.type
+        self.active = mode == "resident" or (mode == "pageable" and on_device)
+        if streamer is not None:
+            # WanDiT's hook for where blocks come from: the streamer's ring instead of model.blocks.
+            model._run_blocks = self._run_streamed_blocks
+
+    def _run_streamed_blocks(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
+                             rope: torch.Tensor) -> torch.Tensor:
+        return self.streamer.run(x, e0, context, rope, self.model.attention_backend)
+
+    def activate(self) -> None:
+        """Make the expert computable on the device (a no-op when it already is)."""
+        if self.active:
+            return
+        if self.mode == "pageable":
+            self.model.to(self.device)
+        for group in self.groups:
+            group.to_device(self.device)
+        if self.streamer is not None:
+            self.streamer.start(self.device)
+        self.active = True
+
+    def park(self) -> bool:
+        """Free the expert's device memory (its weights stay in host memory); True when something was freed.
+
+        A resident expert stays where it is.
+        """
+        if not self.active or self.mode == "resident":
+            return False
+        if self.streamer is not None:
+            self.streamer.stop()
+        for group in self.groups:
+            group.to_host()
+        if self.mode == "pageable":
+            self.model.to(CPU)
+        self.active = False
+        return True
+
+    def host_bytes(self) -> int:
+        """Host memory held for this expert (pinned copies or parked pageable weights)."""
+        if self.mode in ("pinned", "stream"):
+            blocks = sum(g.nbytes for g in self.streamer.groups) if self.streamer else 0
+            return sum(g.nbytes for g in self.groups) + blocks
+        if self.mode == "pageable":
+            return tensor_bytes(self.model) if not self.active else 0
+        return 0
+
+
+def _part(model: WanDiT, index: int | None) -> nn.Module:
+    """A module exposing one part of `model` under its full names: block `index`, or (None) all but the blocks."""
+    holder = nn.Module()
+    if index is None:
+        for name, child in model.named_children():
+            if name != "blocks":
+                holder.add_module(name, child)
+    else:
+        blocks = nn.Module()
+        blocks.add_module(str(index), model.blocks[index])
+        holder.add_module("blocks", blocks)
+    return holder
+
+
+def block_template(cfg: ModelConfig, fp8: bool) -> nn.Module:
+    """A block with the structure of the expert's blocks (fp8 layers included) on the meta device."""
+    with torch.device("meta"):
+        block = WanBlock(cfg.dit)
+    if fp8:
+        quantize_linears(block)
+    return block.eval().requires_grad_(False)
+
+
+def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: MemoryPlan,
+                device: str | torch.device, attention: str = "auto") -> PlacedExpert:
+    """Build expert `expert` ("high" | "low") from `source` and place it as `plan` says (parked unless resident)."""
+    if expert not in ("high", "low"):
+        raise ConfigError(f"expert must be 'high' (high-noise) or 'low' (low-noise), not {expert!r}")
+    device = resolve_device(device)
+    mode = placement_mode(plan, device)
+    fp8 = plan.weight_dtype == "fp8"
+    pinned = device.type == "cuda"  # host copies exist to feed a GPU; on the CPU they are plain memory
+    synthetic = isinstance(source, str) and source == "synthetic"
+    if synthetic:
+        dtype = resolve_dtype(plan.load_dtype, device)
+        with torch.device("meta"):
+            model = WanDiT(cfg.dit, attention=attention)
+        seed = SEED_HIGH_NOISE if expert == "high" else SEED_LOW_NOISE
+    else:
+        # Straight to the device when nothing is converted or parked; else via host memory, part by part.
+        staging = device if mode == "resident" and not fp8 else CPU
+        model = load_dit(source, cfg, expert, plan.load_dtype, staging, attention)
+    model.eval().requires_grad_(False)
+
+    groups: list[WeightGroup] = []
+    block_groups: list[WeightGroup] = []
+    for index in (None, *range(len(model.blocks))):
+        part = _part(model, index)
+        if synthetic:
+            materialize_synthetic(part, seed, dtype, device)
+        if fp8 and index is not None:
+            part.to(device)  # quantize where the arithmetic is fast
+            quantize_linears(part)
+        if mode == "resident":
+            part.to(device)
+        elif mode == "pageable":
+            part.to(CPU)
+        elif mode == "pinned" or index is None:
+            groups.append(WeightGroup(part, pinned))
+        else:  # a streamed block: host memory only, laid out relative to the block so every block matches
+            block_groups.append(WeightGroup(model.blocks[index], pinned))
+    ensure_no_meta(model, f"{expert}-noise DiT expert")
+
+    streamer = None
+    if mode == "stream":
+        streamer = BlockStreamer(block_groups, block_template(cfg, fp8), plan.prefetch_blocks)
+    return PlacedExpert(model, device, mode, groups, streamer)
+
+
+__all__ = ["Mode", "placement_mode", "PlacedExpert", "load_expert", "block_template"]
