@@ -13,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from wan_runtime.nvml import nvml_handle, process_bytes
+
 MIB = 1024 * 1024
 
 
@@ -45,7 +47,7 @@ class NvmlSampler:
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._handle = _handle_for(pynvml, cuda_index)
+            self._handle = nvml_handle(pynvml, cuda_index)
         except Exception as exc:  # missing library, no driver, permission: all mean "not measured"
             self.reason = f"NVML unavailable ({type(exc).__name__}: {exc})"
             self._handle = None
@@ -61,10 +63,8 @@ class NvmlSampler:
             return None
         nv = self._nvml
         device_mib = nv.nvmlDeviceGetMemoryInfo(self._handle).used / MIB
-        process_mib = None
-        for proc in nv.nvmlDeviceGetComputeRunningProcesses(self._handle):
-            if proc.pid == self._pid and proc.usedGpuMemory is not None:
-                process_mib = proc.usedGpuMemory / MIB
+        used = process_bytes(nv, self._handle, self._pid)
+        process_mib = None if used is None else used / MIB
         return Sample(time.perf_counter(), process_mib, device_mib)
 
     def start(self) -> "NvmlSampler":
@@ -121,21 +121,3 @@ class NvmlSampler:
                 "hides it; peak_nvml_device_mib holds the whole device's peak"
             )
         return max(seen), device_peak, None
-
-
-def _handle_for(nv, cuda_index: int):
-    """NVML handle of torch's CUDA device `cuda_index` (matched by UUID, since CUDA_VISIBLE_DEVICES may renumber)."""
-    import torch
-
-    uuid = str(getattr(torch.cuda.get_device_properties(cuda_index), "uuid", "") or "")
-    if uuid:
-        for candidate in (uuid, f"GPU-{uuid}"):
-            try:
-                return nv.nvmlDeviceGetHandleByUUID(candidate)
-            except Exception:
-                continue
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    ids = [v.strip() for v in visible.split(",") if v.strip()]
-    if ids and cuda_index < len(ids) and ids[cuda_index].isdigit():
-        return nv.nvmlDeviceGetHandleByIndex(int(ids[cuda_index]))
-    return nv.nvmlDeviceGetHandleByIndex(cuda_index)

@@ -6,9 +6,10 @@ That is what a real card of that size would allow, and it is what the harness me
 Enforcement: torch's caching allocator is capped with `set_per_process_memory_fraction`, so an
 allocation past the cap raises `torch.OutOfMemoryError` (which the pipeline reports as a
 StageOutOfMemoryError, as on the real card). The cap is the budget *minus* the device memory that
-torch's allocator does not own when the cap is set: the CUDA context and the cuBLAS/cuDNN handles,
-loaded first on purpose (plus any other process on the same GPU at that moment, which makes the cap
-stricter, never looser: benchmark one process per GPU).
+torch's allocator does not own when the cap is set: this process's CUDA context and cuBLAS/cuDNN
+handles (loaded first on purpose), read from NVML's per-process figure. Where NVML does not list the
+process (a container PID namespace), the whole device's used memory stands in, which also counts
+other processes on that GPU and so makes the cap stricter, never looser.
 
 What the cap cannot see: device memory allocated outside torch's allocator after it is set, chiefly
 kernels the CUDA driver loads lazily on first use. It grows NVML's figure past torch's reserved
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from wan_runtime.errors import ConfigError
+from wan_runtime.nvml import this_process_bytes
 
 GIB = 2**30
 
@@ -93,7 +95,10 @@ def apply_vram_budget(budget_gib: float, device: torch.device | str) -> VramBudg
     _load_libraries(device)
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
-    outside = max(0, (total - free) - torch.cuda.memory_reserved(device))
+    used = this_process_bytes(index)
+    if used is None:
+        used = total - free
+    outside = max(0, used - torch.cuda.memory_reserved(device))
     budget = plan_budget(budget_gib, total, outside)
     torch.cuda.set_per_process_memory_fraction(budget.fraction, device)
     return budget
