@@ -3,7 +3,21 @@ PY ?= python3
 OUT ?= reports
 DEMO_ARGS ?= --size 256*256 --frame_num 9 --sample_steps 8
 
-.PHONY: help install run demo test test-gpu
+# Suites, reports and gates. SET passes overrides to `wanbench run` (e.g. SET="--set repeats=1").
+SET ?=
+RUNS ?= $(OUT)/smoke
+REPORT_OUT ?=
+BASELINE ?=
+CURRENT ?=
+COMPARE_ARGS ?=
+SIZE ?=
+BENCH_OUT = $(OUT)/bench-h100$(if $(SIZE),-$(subst *,x,$(SIZE)))
+BENCH_4090_OUT = $(OUT)/bench-4090$(if $(SIZE),-$(subst *,x,$(SIZE)))
+# The regression suite at tiny scale on a CPU: how baselines/regression-tiny-cpu was made.
+REGRESSION_TINY = --preset tiny --set device=cpu --set 'size=80*48' --set frames=5
+MICROBENCH_STORAGE ?= $(OUT)/microbench
+
+.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 cross-res quality microbench
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,3 +40,40 @@ test:  ## the test suite (GPU tests skip without CUDA)
 
 test-gpu:  ## only the GPU tests (on a CUDA machine)
 	$(PY) -m pytest -q -m gpu
+
+smoke:  ## the smoke suite (tiny preset, CPU, ~35 s) into $(OUT)/smoke, then its report
+	wanbench run smoke --out $(OUT)/smoke $(SET)
+	wanbench report $(OUT)/smoke
+
+report:  ## report.md/.html, PNGs and CSVs of RUNS (run folders; default $(OUT)/smoke) into REPORT_OUT
+	wanbench report $(RUNS) $(if $(REPORT_OUT),--out $(REPORT_OUT))
+
+compare:  ## compare CURRENT with BASELINE (run folders or results.jsonl files); exit 1 on a regression
+	@test -n "$(BASELINE)" -a -n "$(CURRENT)" || { echo "usage: make compare BASELINE=DIR|FILE CURRENT=DIR|FILE [COMPARE_ARGS='--gate total_ms=rel:0.1,abs:200']"; exit 2; }
+	wanbench compare $(BASELINE) $(CURRENT) $(COMPARE_ARGS)
+
+regression:  ## run the regression suite afresh into $(OUT)/regression and compare it with BASELINE
+	@test -n "$(BASELINE)" || { echo "usage: make regression BASELINE=DIR|FILE [SET='\$$(REGRESSION_TINY)' for a CPU]"; exit 2; }
+	rm -rf $(OUT)/regression
+	wanbench run regression --out $(OUT)/regression $(SET)
+	wanbench compare $(BASELINE) $(OUT)/regression $(COMPARE_ARGS)
+
+bench-h100:  ## A14B 480p+720p, 3 plans, sampled timing (GPU); SIZE=832*480 runs one resolution into its own folder
+	wanbench run bench-h100 --out $(BENCH_OUT) $(if $(SIZE),--set 'size=$(SIZE)') $(SET)
+	wanbench report $(BENCH_OUT)
+
+bench-4090:  ## A14B within a 24 GiB cap (RTX 4090), 480p+720p, the 3 plans that can fit (GPU); SIZE=... as bench-h100; on a real 4090 SET="--set vram_budget_gib=null"
+	wanbench run bench-4090 --out $(BENCH_4090_OUT) $(if $(SIZE),--set 'size=$(SIZE)') $(SET)
+	wanbench report $(BENCH_4090_OUT)
+
+cross-res:  ## native 720p vs 480p upscaled vs refine mode, PSNR/SSIM against native 720p (GPU, long)
+	wanbench run cross-res --out $(OUT)/cross-res $(SET)
+	wanbench report $(OUT)/cross-res
+
+quality:  ## steps x guidance x shift against a 75-step reference (GPU, long)
+	wanbench run quality --out $(OUT)/quality $(SET)
+	wanbench report $(OUT)/quality
+
+microbench:  ## pytest-benchmark micro-benchmarks (DiT block, attention backends, VAE chunk, NVML sampler): saved, compared with the last save
+	$(PY) -m pytest -q tests/benchmarks --benchmark-storage=$(MICROBENCH_STORAGE) --benchmark-autosave \
+	  $(if $(wildcard $(MICROBENCH_STORAGE)/*/*.json),--benchmark-compare) --benchmark-columns=min,median,max,rounds

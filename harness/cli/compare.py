@@ -1,0 +1,51 @@
+"""`wanbench compare BASELINE CURRENT`: the changes between two runs; exit 1 on a regression."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from harness.compare import change_records, compare_runs, render_markdown, render_text, resolve_gates
+
+
+def add_parser(sub) -> None:
+    """Register the verb."""
+    parser = sub.add_parser(
+        "compare", help="compare a run with a baseline; exit 1 on a regression",
+        description="Match the cases of CURRENT with those of BASELINE by their parameters and gate every metric: "
+                    "worse by more than both the relative and the absolute threshold is a regression (with >= 5 "
+                    "repeats on both sides a time change must also pass a one-sided Mann-Whitney U test). Exit "
+                    "status: 0 no regression, 1 a regression (or an ok case now oom/error), 2 a configuration error.",
+    )
+    parser.add_argument("baseline", metavar="BASELINE", help="a run folder or a results .jsonl file")
+    parser.add_argument("current", metavar="CURRENT", help="a run folder or a results .jsonl file")
+    parser.add_argument(
+        "--gate", dest="gates", action="append", default=[], metavar="METRIC=rel:R,abs:A",
+        help="override one metric's thresholds (e.g. total_ms=rel:0.08,abs:500, psnr_db=abs:1) or drop it "
+             "(stage_ms.postprocess=off); repeatable; wins over the suite's gates and the defaults",
+    )
+    parser.add_argument("--suite", help="take `gates:` from this suite (default: the current run's own suite file)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
+    parser.add_argument("--min-repeats", type=int, default=5,
+                        help="repeats needed on both sides before the test applies (default 5)")
+    parser.add_argument("--all", action="store_true", help="list every compared metric, not only the changes")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the comparison as markdown")
+    parser.add_argument("--csv", metavar="FILE", help="also write every compared metric as CSV")
+    parser.set_defaults(verb="compare")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare, print, write the optional files; 1 when something regressed."""
+    gates, sources = resolve_gates(args.current, args.suite, args.gates)
+    comparison = compare_runs(args.baseline, args.current, gates, sources, args.alpha, args.min_repeats)
+    print(render_text(comparison, everything=args.all))
+    if args.markdown:
+        Path(args.markdown).write_text(render_markdown(comparison), encoding="utf-8")
+    if args.csv:
+        rows = change_records(comparison)
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["case", "metric", "verdict"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return 1 if comparison.failed else 0
