@@ -125,4 +125,10 @@ def test_cli_reports_missing_checkpoint_part(image_path, tmp_path, capsys):
     code = main(["--preset", "tiny", "--ckpt_dir", str(ckpt), "--device", "cpu", "--image", str(image_path),
                  "--prompt", "x", "--size", "48*32", "--frame_num", "5", "--save_file", str(tmp_path / "v.mp4")])
     assert code == 2
-    assert "low_noise_model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is missing from the official checkpoint" in err and "--ckpt_dir" in err
+
+
+def test_explicit_zero_steps_is_refused_not_replaced_by_the_default():
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        parse("--sample_steps", "0")

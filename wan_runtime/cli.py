@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="i2v-A14B", help="only i2v-A14B is supported")
     p.add_argument("--size", default=None, help="W*H max area (1280*720, 720*1280, 832*480, 480*832, or custom "
                    "multiples of 16) or 480p/720p; the image's aspect is kept. Default 1280*720")
-    p.add_argument("--frame_num", type=int, default=None, help="4n+1 frames (default: the preset's, 81)")
+    p.add_argument("--frame_num", type=int, default=None, help="4n+1 frames (default 81)")
     p.add_argument("--ckpt_dir", type=Path, default=None, help="checkpoint folder (official or Diffusers layout)")
     p.add_argument("--image", required=True, help="input image (PNG/JPEG)")
     p.add_argument("--prompt", required=True)
@@ -162,7 +162,7 @@ def resolve(args: argparse.Namespace) -> Invocation:
             "compresses 4x16x16 (time x height x width); set it to \"4x16x16\" or remove the key"
         )
     size = args.size or conf.resolution.target or "1280*720"
-    steps = args.sample_steps or conf.diffusion.num_inference_steps or 40
+    steps = _first_given(args.sample_steps, conf.diffusion.num_inference_steps, 40)
     shift = args.sample_shift if args.sample_shift is not None else 5.0
     guide_low, guide_high = _guidance(args.sample_guide_scale, conf.diffusion.guidance_scale)
     anti_alias = conf.resolution.anti_aliasing if conf.resolution.anti_aliasing is not None else True
@@ -192,7 +192,7 @@ def resolve(args: argparse.Namespace) -> Invocation:
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         size=size,
-        frames=args.frame_num or 81,
+        frames=_first_given(args.frame_num, 81),
         steps=steps,
         shift=shift,
         guide_scale_high=guide_high,
@@ -206,6 +206,11 @@ def resolve(args: argparse.Namespace) -> Invocation:
     save = args.save_file or Path(f"{args.task}_{size.replace('*', 'x')}_{_slug(args.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
     return Invocation(source, args.preset, device, memory, args.attention, request, save)
+
+
+def _first_given(*values):
+    """The first value that is not None (so an explicit 0 reaches validation instead of a default)."""
+    return next(v for v in values if v is not None)
 
 
 def _guidance(flag: str | None, conf_value: float | None) -> tuple[float, float]:
@@ -276,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `wan-generate`."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    obs = None
     try:
         inv = resolve(args)
         device = torch.device(inv.device)
@@ -284,11 +290,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.reset_peak_memory_stats(device)
         pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.attention, observer=obs)
         result = pipe.generate(inv.request, observer=obs)
-        obs.close()
         path = write_mp4(result.frames, inv.save_file, fps=pipe.cfg.fps)
     except WanError as exc:
         print(f"wan-generate: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if obs is not None:
+            obs.close()  # never leave a progress bar over an error message
     geo = result.geometry
     print(f"saved {path} ({geo.width}x{geo.height}, {result.frames.shape[0]} frames, {pipe.cfg.fps} fps)")
     print(f"seed {result.seed}  (repeat with --base_seed {result.seed})")

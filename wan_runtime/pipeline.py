@@ -170,10 +170,15 @@ class WanI2V:
             if memory.vram_budget_gib is not None:
                 budget = apply_vram_budget(memory.vram_budget_gib, device)
                 log.info(budget.describe())
-            placed = {name: load_expert(src, cfg, name, memory, device, attention) for name in ("low", "high")}
-            vae = load_vae(src, cfg, memory.vae_dtype, device)
+            # The text encoder comes first: under offload_after it is built on the device (synthetic
+            # values are made there, fast) and parked in host memory before the experts arrive, so
+            # it never shares the device with them until text_encode needs it (as upstream).
             text_device = offload if memory.text_encoder == "cpu" else device
             text_encoder = load_text_encoder(src, cfg, memory.load_dtype, text_device)
+            if memory.text_encoder == "offload_after":
+                text_encoder.model.to(offload)
+            placed = {name: load_expert(src, cfg, name, memory, device, attention) for name in ("low", "high")}
+            vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
         return cls(cfg, device, memory, placed["high"].model, placed["low"].model, vae, text_encoder,
                    str(source), placed=placed, vram_budget=budget)
@@ -327,31 +332,38 @@ class WanI2V:
     ) -> GenerationResult:
         """Low-resolution pass with both experts, pixel upscale, re-noise, low-noise expert at the target size.
 
-        Choices: the first pass decodes to pixels and the upscale is a bicubic resize in pixel space
-        (anti-aliasing as requested), re-encoded by the VAE, because latent-space interpolation of a
-        causal VAE latent smears detail. The target size is the first size times `scale_factor`, rounded
-        to multiples of 16. Re-noising follows flow matching: x_t = (1 - sigma) x0 + sigma * noise at the
-        schedule position where the last `strength` fraction of steps begins.
+        Choices: the target is `request.size` (area rule, the image's aspect, as a plain run); the
+        first pass runs at `refine.first_size`, decodes to pixels, and a bicubic resize in pixel space
+        (anti-aliasing as requested) brings it to the target, re-encoded by the VAE, because latent-space
+        interpolation of a causal VAE latent smears detail. `refine.scale_factor` states the expected
+        upscale ratio (the configuration file's 1.5); a target that disagrees with it by more than 0.1
+        is an error rather than a silent surprise. Re-noising follows flow matching:
+        x_t = (1 - sigma) x0 + sigma * noise at the schedule position where the last `strength`
+        fraction of steps begins.
         """
         opts = request.refine
         first = replace(request, size=opts.first_size, mode="both", output_size=None, execute_steps=None)
         geo1 = geometry(first.size, first.frames, image.width, image.height,
                         self.cfg.vae_stride, self.cfg.patch_size, request.size_rule)
+        geo2 = geometry(request.size, request.frames, image.width, image.height,
+                        self.cfg.vae_stride, self.cfg.patch_size, request.size_rule)
+        ratio = geo2.height / geo1.height
+        if abs(ratio - opts.scale_factor) > 0.1:
+            raise ConfigError(
+                f"refine mode: {geo1.width}x{geo1.height} -> {geo2.width}x{geo2.height} is an upscale of "
+                f"{ratio:.3f}, but scale_factor is {opts.scale_factor}; set the size or scale_factor to agree"
+            )
         context, context_null = self._encode_text(request, obs)
         y1 = self._encode_image(image, geo1, obs)
         noise1, gen = self._noise(geo1, seed)
         latent1, trace1 = self._denoise(first, noise1, gen, y1, context, context_null, obs, 0)
         with _stage(obs, "vae_decode"):
             low_res = self.vae.decode(latent1.to(DTYPES[self.memory.vae_dtype]), tile_px=self.memory.vae_tiling)[0]
-        target_w = max(16, round(geo1.width * opts.scale_factor / 16) * 16)
-        target_h = max(16, round(geo1.height * opts.scale_factor / 16) * 16)
-        geo2 = geometry(f"{target_w}*{target_h}", request.frames, target_w, target_h,
-                        self.cfg.vae_stride, self.cfg.patch_size, request.size_rule)
         with _stage(obs, "image_encode"):
             upscaled = resize_video(low_res, geo2.height, geo2.width, opts.anti_aliasing).clamp(-1, 1)
             x0 = self.vae.encode(upscaled[None].to(self.device, DTYPES[self.memory.vae_dtype]),
                                  tile_px=self.memory.vae_tiling).float()
-        y2 = self._encode_image(image.resize((geo2.width, geo2.height), Image.BICUBIC), geo2, obs)
+        y2 = self._encode_image(image, geo2, obs)
         scheduler = make_scheduler(request.solver, request.steps, request.shift, self.cfg.num_train_timesteps)
         start = min(request.steps - 1, request.steps - max(1, round(opts.strength * request.steps)))
         sigma = float(scheduler.sigmas[start])

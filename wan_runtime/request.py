@@ -20,7 +20,8 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray]
 class RefineOptions:
     """Cross-resolution refine mode: a low-resolution pass, upscale, re-noise, finish with the low-noise expert.
 
-    scale_factor:  upscale ratio of the first pass's latent video (720/480 = 1.5 by default).
+    scale_factor:  expected upscale ratio from the first pass to the requested size (720/480 = 1.5);
+                   a size that disagrees by more than 0.1 is an error.
     anti_aliasing: anti-aliasing filter on the upscale.
     strength:      fraction of the schedule re-run at the target size; the upscaled video is re-noised
                    to the timestep where that fraction starts (0.3 of a 40-step schedule: last 12 steps).
@@ -54,8 +55,9 @@ class GenerationRequest:
     output_anti_aliasing: bool = True
     size_rule: Literal["exact", "official"] = "exact"
     # Sampled timing: execute only these indices of the full schedule (the others are skipped, the
-    # latent is left as is), so a long schedule can be timed at its real positions. The video of such
-    # a run is not valid.
+    # latent is left as is), so a long schedule can be timed at its real positions: the model sees the
+    # real timestep and expert; the solver's multistep history is that of the executed steps only,
+    # which costs the same. The video of such a run is not valid.
     execute_steps: frozenset[int] | None = None
 
     def __post_init__(self) -> None:

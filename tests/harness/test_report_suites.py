@@ -28,21 +28,23 @@ from harness.suite import load_suite, parse_suite
 
 SUITES = ("bench-h100", "cross-res", "quality", "regression")
 TINY_SIZES = {"832*480": "80*48", "1280*720": "128*80"}
+# cross-res keeps 480p -> 720p a 1.5x upscale at tiny scale, as refine mode's scale_factor expects.
+TINY_SIZES_BY_SUITE = {"cross-res": {"832*480": "96*64", "1280*720": "144*96"}}
 BASELINE = Path(__file__).resolve().parents[2] / "baselines" / "regression-tiny-cpu" / "results.jsonl"
 
 
-def _tiny_value(value: Any) -> Any:
+def _tiny_value(value: Any, sizes: dict[str, str] = TINY_SIZES) -> Any:
     """A parameter value with official sizes (and W x H lists) mapped to tiny ones."""
     if isinstance(value, str) and "*" in value:
-        if value not in TINY_SIZES:
+        if value not in sizes:
             raise AssertionError(f"size {value!r} has no tiny counterpart: add it to TINY_SIZES")
-        return TINY_SIZES[value]
-    if isinstance(value, list) and len(value) == 2 and f"{value[0]}*{value[1]}" in TINY_SIZES:
-        return [int(v) for v in TINY_SIZES[f"{value[0]}*{value[1]}"].split("*")]
+        return sizes[value]
+    if isinstance(value, list) and len(value) == 2 and f"{value[0]}*{value[1]}" in sizes:
+        return [int(v) for v in sizes[f"{value[0]}*{value[1]}"].split("*")]
     if isinstance(value, list):
-        return [_tiny_value(v) for v in value]
+        return [_tiny_value(v, sizes) for v in value]
     if isinstance(value, dict):
-        return {k: _tiny_value(v) for k, v in value.items()}
+        return {k: _tiny_value(v, sizes) for k, v in value.items()}
     return value
 
 
@@ -52,7 +54,7 @@ def tiny_variant(name: str) -> str:
     doc.update(model={"preset": "tiny", "weights": "synthetic"}, device="cpu", repeats=1, warmup=0)
     for section in ("base", "sweep", "reference"):
         if section in doc:
-            doc[section] = _tiny_value(doc[section])
+            doc[section] = _tiny_value(doc[section], TINY_SIZES_BY_SUITE.get(name, TINY_SIZES))
     if doc["base"].get("frames", 81) > 5:
         doc["base"]["frames"] = 5
     return yaml.safe_dump(doc, sort_keys=False)
@@ -105,12 +107,12 @@ def test_bench_h100_at_tiny_scale_is_projected_and_grows_with_tokens(tiny_runs):
 def test_cross_res_compares_every_route_with_native_720p(tiny_runs):
     _, rows, _ = tiny_runs["cross-res"]
     reference = next(r for r in rows.values() if r["is_reference"])
-    assert (reference["out_width"], reference["out_height"], reference["mode"]) == (128, 80, "both")
+    assert (reference["out_width"], reference["out_height"], reference["mode"]) == (144, 96, "both")
     others = [r for r in rows.values() if not r["is_reference"]]
     assert len(others) == 4 and all(r["psnr_db"] is not None and r["psnr_db"] < 100 for r in others)
-    native_480 = next(r for r in others if r["size"] == "80*48" and r["output_size"] is None)
+    native_480 = next(r for r in others if r["size"] == "96*64" and r["output_size"] is None)
     assert native_480["quality_resize"].startswith("lanczos")
-    upscaled = [r for r in others if r["output_size"] == [128, 80]]
+    upscaled = [r for r in others if r["output_size"] == [144, 96]]
     assert len(upscaled) == 2 and all(r["quality_resize"] == "none" for r in upscaled)
 
 
