@@ -180,10 +180,22 @@ def schema_markdown() -> str:
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """Append one row to a JSONL file and force it to disk, so a crash right after loses nothing."""
     line = json.dumps(row, allow_nan=False, ensure_ascii=False)
+    _drop_torn_tail(path)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a half-written last line (a crash mid-write), so the next row starts on a line of its own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "r+b") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        fh.truncate(data.rfind(b"\n") + 1)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

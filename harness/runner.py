@@ -277,7 +277,7 @@ def _pending_quality(suite: Suite, out: Path) -> None:
             if row.get("quality_note") != "; ".join([note, *notes]):
                 updated[case.case_id] = row | {"quality_note": "; ".join([note, *notes])}
             continue
-        fields = quality_fields(np.load(own), np.load(ref), suite.spec.quality.model_dump(), "cpu")
-        updated[case.case_id] = row | fields | {"quality_note": "; ".join(notes) or None}
+        fields = quality_fields(np.load(own), np.load(ref), suite.spec.quality.model_dump(), "cpu", notes)
+        updated[case.case_id] = row | fields
     if updated:
         replace_rows(results, updated)

@@ -40,7 +40,7 @@ from harness.probe import Probe
 from harness.results import TIMELINE_FILE
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
 from wan_runtime.config import ModelConfig, get_preset
-from wan_runtime.errors import StageOutOfMemoryError
+from wan_runtime.errors import StageOutOfMemoryError, WanError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
 from wan_runtime.request import GenerationRequest
@@ -300,8 +300,7 @@ class Worker:
             save_frames(frames_path(job.out, case.case_id), result.frames)
             fields["quality_note"] = "; ".join(["pending: reference frames not available yet", *notes])
             return fields
-        fields.update(quality_fields(result.frames, np.load(ref_path), job.quality, self.device))
-        fields["quality_note"] = "; ".join(notes) or None
+        fields.update(quality_fields(result.frames, np.load(ref_path), job.quality, self.device, notes))
         return fields
 
 
@@ -313,13 +312,21 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def quality_fields(frames: np.ndarray, reference: np.ndarray, quality: dict[str, Any], device) -> dict[str, Any]:
-    """psnr_db/ssim/per-frame series/quality_resize of `frames` against `reference`."""
+def quality_fields(frames: np.ndarray, reference: np.ndarray, quality: dict[str, Any], device,
+                   notes: list[str] = ()) -> dict[str, Any]:
+    """psnr_db/ssim/per-frame series/quality_resize of `frames` against `reference`, and quality_note.
+
+    Videos that cannot be compared (e.g. different frame counts) leave the metrics null with the reason
+    in quality_note: the case's measurements stand, and a rerun would fail the same way.
+    """
     from harness.metrics import compare_videos
 
-    q = compare_videos(frames, reference, quality["resize_filter"], quality["antialias"], device)
+    try:
+        q = compare_videos(frames, reference, quality["resize_filter"], quality["antialias"], device)
+    except WanError as exc:
+        return {"psnr_db": None, "ssim": None, "quality_note": "; ".join([*notes, f"not compared: {exc}"])}
     return {"psnr_db": q.psnr_db, "ssim": q.ssim, "psnr_frames": q.psnr_frames, "ssim_frames": q.ssim_frames,
-            "quality_resize": q.resize}
+            "quality_resize": q.resize, "quality_note": "; ".join(notes) or None}
 
 
 def main(argv: list[str] | None = None) -> int:

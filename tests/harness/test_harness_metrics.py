@@ -79,3 +79,13 @@ def test_another_resolution_is_resized_to_the_reference_with_the_named_filter():
 def test_videos_with_different_frame_counts_are_not_compared():
     with pytest.raises(ConfigError, match="cannot compare a 2-frame video with a 3-frame reference"):
         compare_videos(_video(frames=2), _video(frames=3))
+
+
+def test_videos_that_cannot_be_compared_keep_null_metrics_and_say_why():
+    from harness.worker import quality_fields
+
+    frames = np.zeros((5, 16, 16, 3), dtype=np.uint8)
+    reference = np.zeros((1, 16, 16, 3), dtype=np.uint8)
+    fields = quality_fields(frames, reference, {"resize_filter": "bicubic", "antialias": True}, "cpu")
+    assert fields["psnr_db"] is None and fields["ssim"] is None
+    assert fields["quality_note"].startswith("not compared:")

@@ -50,6 +50,15 @@ def test_a_torn_last_line_from_a_crash_is_skipped(tmp_path):
     assert [r["case_id"] for r in read_rows(path)] == ["a"]
 
 
+def test_a_row_appended_after_a_torn_line_starts_a_line_of_its_own(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_row(path, _row("a", 1.0))
+    with open(path, "a") as fh:
+        fh.write('{"suite": "t", "case_id": "b", "sta')
+    append_row(path, _row("b", 2.0))  # the resumed run
+    assert [r["case_id"] for r in read_rows(path)] == ["a", "b"]
+
+
 def test_replace_rows_rewrites_only_the_latest_row_of_a_case(tmp_path):
     path = tmp_path / "results.jsonl"
     append_row(path, _row("a", 1.0))
