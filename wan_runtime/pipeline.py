@@ -121,22 +121,17 @@ class WanI2V:
         cfg: ModelConfig,
         device: torch.device,
         memory: MemoryPlan,
-        high,
-        low,
+        placed: dict[str, PlacedExpert],
         vae,
         text_encoder,
         source: str,
-        placed: dict[str, PlacedExpert] | None = None,
         vram_budget: VramBudget | None = None,
     ):
         self.cfg = cfg
         self.device = device
         self.memory = memory
-        self.experts = {"high": high, "low": low}
-        if placed is None:  # networks built by the caller: swap moves whole modules, as upstream
-            mode = "pageable" if memory.experts == "swap" and device.type == "cuda" else "resident"
-            placed = {name: PlacedExpert(model, device, mode, [], None) for name, model in self.experts.items()}
         self.placed = placed  # how each expert is brought onto and off the device
+        self.experts = {name: p.model for name, p in placed.items()}
         self.vae = vae
         self.text_encoder = text_encoder
         self.source = source
@@ -180,8 +175,7 @@ class WanI2V:
             placed = {name: load_expert(src, cfg, name, memory, device, attention) for name in ("low", "high")}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
-        return cls(cfg, device, memory, placed["high"].model, placed["low"].model, vae, text_encoder,
-                   str(source), placed=placed, vram_budget=budget)
+        return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget)
 
     # ---------------------------------------------------------------- generation
     def generate(self, request: GenerationRequest, observer: Observer | None = None) -> GenerationResult:
