@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from wan_runtime.block_stream import BlockRing, BlockStreamer, StreamTrace
@@ -17,7 +16,8 @@ from wan_runtime.experts import block_template, load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.offload import ALIGN_BYTES, TensorLayout, WeightGroup, module_tensors
 from wan_runtime.pipeline import WanI2V
-from wan_runtime.request import GenerationRequest
+
+from helpers import tiny_request as request
 
 # More blocks than ring slots, so the ring wraps within a forward and across forwards.
 FIVE_BLOCKS = replace(TINY, dit=replace(TINY.dit, num_layers=5))
@@ -220,13 +220,6 @@ def block_template_bf16() -> nn.Module:
 
 
 # ------------------------------------------------------------------ the pipeline
-def request(**overrides) -> GenerationRequest:
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    base = dict(image=image, prompt="a cat", size="64*48", frames=5, steps=4, seed=1)
-    base.update(overrides)
-    return GenerationRequest(**base)
-
 
 @pytest.mark.parametrize("ahead", [1, 3])
 def test_pipeline_stream_gives_the_same_frames_as_resident(ahead):

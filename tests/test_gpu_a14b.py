@@ -24,6 +24,8 @@ from wan_runtime.config import A14B
 from wan_runtime.weights import load_dit
 from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
 
+from helpers import cuda_timed
+
 pytestmark = pytest.mark.gpu
 diffusers = pytest.importorskip("diffusers")
 
@@ -74,15 +76,6 @@ def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def _timed(fn, repeats: int = 2) -> tuple[torch.Tensor, float]:
-    fn()  # warmup
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    torch.cuda.synchronize()
-    return out, (time.perf_counter() - start) / repeats
-
 
 def test_a14b_expert_agrees_with_diffusers_at_full_size():
     torch.cuda.reset_peak_memory_stats()
@@ -103,10 +96,10 @@ def test_a14b_expert_agrees_with_diffusers_at_full_size():
         t = torch.tensor([950.0], device="cuda")
         with torch.no_grad():
             torch.cuda.reset_peak_memory_stats()
-            a, ours_s = _timed(lambda: ours(x, t, ctx, y))
+            a, ours_s = cuda_timed(lambda: ours(x, t, ctx, y))
             ours_peak = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
-            b, theirs_s = _timed(lambda: theirs(torch.cat([x, y], 1), t, ctx, return_dict=False)[0].float())
+            b, theirs_s = cuda_timed(lambda: theirs(torch.cat([x, y], 1), t, ctx, return_dict=False)[0].float())
             theirs_peak = torch.cuda.max_memory_allocated() / 2**30
             ref = _fp32_reference(ours, x, t, ctx, y)
         rel_l2 = _rel_l2(a, b)

@@ -13,21 +13,20 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from wan_runtime.block_stream import StreamTrace
 from wan_runtime.config import A14B, TINY
 from wan_runtime.experts import load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.pipeline import WanI2V
-from wan_runtime.request import GenerationRequest
+
+from helpers import cuda_timed as timed, tiny_request as request
 
 pytestmark = pytest.mark.gpu
 
@@ -46,13 +45,6 @@ def report(name: str, value: object) -> None:
         figures = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, **FIGURES}
         (Path(os.environ["WANBENCH_GPU_REPORT"]) / "gpu_memory.json").write_text(json.dumps(figures, indent=1))
 
-
-def request(**overrides) -> GenerationRequest:
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    base = dict(image=image, prompt="a cat", size="64*48", frames=5, steps=4, seed=1)
-    base.update(overrides)
-    return GenerationRequest(**base)
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,15 +102,6 @@ def slice_inputs():
     ctx = torch.randn(1, 512, A14B.dit.text_dim, device=CUDA, generator=gen, dtype=torch.bfloat16)
     return x, torch.tensor([950.0], device=CUDA), ctx, y
 
-
-def timed(fn, repeats: int = 2) -> tuple[torch.Tensor, float]:
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    torch.cuda.synchronize()
-    return out, (time.perf_counter() - start) / repeats
 
 
 def test_on_gpu_a14b_blocks_stream_losslessly_with_copies_overlapping_compute(slice_inputs):

@@ -14,7 +14,9 @@ from wan_runtime.errors import ConfigError, StageOutOfMemoryError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import STAGES, StepInfo
 from wan_runtime.pipeline import WanI2V, condition_mask
-from wan_runtime.request import GenerationRequest, RefineOptions
+from wan_runtime.request import RefineOptions
+
+from helpers import tiny_request as request
 
 FP32 = MemoryPlan(weight_dtype="fp32", vae_dtype="fp32")
 
@@ -45,11 +47,6 @@ def image() -> Image.Image:
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
 
-
-def request(image, **overrides) -> GenerationRequest:
-    base = dict(image=image, prompt="a cat", size="64*48", frames=5, steps=4, seed=1)
-    base.update(overrides)
-    return GenerationRequest(**base)
 
 
 def count_forwards(module: torch.nn.Module) -> list[int]:
