@@ -39,10 +39,11 @@ from harness.params import build_memory_plan, build_request
 from harness.probe import Probe
 from harness.results import TIMELINE_FILE
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
-from wan_runtime.config import ModelConfig, get_preset
+from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError, WanError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
+from wan_runtime.pipeline import expert_schedule
 from wan_runtime.request import GenerationRequest
 
 SYNTHETIC_NOTE = "synthetic weights: PSNR/SSIM measure numerical drift between configurations, not visual quality"
@@ -72,16 +73,6 @@ def resolve_factory(spec: str) -> Callable:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def schedule_experts(request: GenerationRequest, config: ModelConfig) -> list[str]:
-    """The expert of every step of the request's full schedule (as the pipeline assigns them)."""
-    from wan_runtime.scheduler import expert_for_timestep, make_scheduler
-
-    scheduler = make_scheduler(request.solver, request.steps, request.shift, config.num_train_timesteps)
-    if request.mode == "single_expert":
-        return ["low"] * request.steps
-    return [expert_for_timestep(float(t), config.boundary, config.num_train_timesteps) for t in scheduler.timesteps]
 
 
 def _clean(value: Any) -> Any:
@@ -229,7 +220,7 @@ class Worker:
         experts = plan = None
         execute = None
         if sampled:
-            experts = schedule_experts(build_request(params, image), self.config)
+            experts = expert_schedule(build_request(params, image), self.config)
             plan = sampled_plan(experts, job.sampled["warmup_steps"], job.sampled["measured_steps"])
             execute = frozenset(i for indices in plan.values() for i in indices)
         request = build_request(params, image, execute)
@@ -245,9 +236,6 @@ class Worker:
             result, rep = self._generate(request)
             repeats.append(rep)
         allocated, reserved = self.probe.peaks()
-        if sampled and list(result.experts) != experts:
-            raise RuntimeError(f"the pipeline ran experts {result.experts}, the harness planned {experts}; "
-                               "harness.worker.schedule_experts is out of step with the pipeline")
         with open(self.out / TIMELINE_FILE, "a", encoding="utf-8") as fh:
             for i, rep in enumerate(repeats):
                 fh.write(json.dumps(_clean(timeline_record(case.case_id, i, rep, self.sampler))) + "\n")

@@ -230,11 +230,6 @@ class WanI2V:
         shape = (1, self.cfg.vae.z_dim, geo.lat_frames, geo.lat_height, geo.lat_width)
         return torch.randn(shape, dtype=torch.float32, generator=gen, device=self.device), gen
 
-    def _expert_for(self, t: float, request: GenerationRequest) -> Expert:
-        if request.mode in ("single_expert", "refine"):
-            return "low"
-        return expert_for_timestep(t, self.cfg.boundary, self.cfg.num_train_timesteps)
-
     def _activate(self, expert: Expert) -> torch.nn.Module:
         """Return the expert ready on the device; under `swap` park the other one first."""
         self._park("low" if expert == "high" else "high")
@@ -263,7 +258,8 @@ class WanI2V:
         timesteps = [float(t) for t in scheduler.timesteps]
         if start_index:
             scheduler.set_begin_index(start_index)
-        plan = [(i, timesteps[i], self._expert_for(timesteps[i], request)) for i in range(start_index, len(timesteps))]
+        experts = expert_schedule(request, self.cfg)
+        plan = [(i, timesteps[i], experts[i]) for i in range(start_index, len(timesteps))]
         dtype = self.memory.torch_dtype
         y = y.to(dtype)
         # Consecutive steps on the same expert form one stage (denoise_high, then denoise_low).
@@ -368,6 +364,14 @@ class WanI2V:
         return result
 
 
+def expert_schedule(request: GenerationRequest, cfg: ModelConfig) -> list[Expert]:
+    """The expert of every step of the request's full schedule (refine: of its final, low-noise pass)."""
+    if request.mode in ("single_expert", "refine"):
+        return ["low"] * request.steps
+    scheduler = make_scheduler(request.solver, request.steps, request.shift, cfg.num_train_timesteps)
+    return [expert_for_timestep(t, cfg.boundary, cfg.num_train_timesteps) for t in scheduler.timesteps]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -387,4 +391,4 @@ def _stage(obs: Observer, name: str) -> Iterator[None]:
         ) from exc
 
 
-__all__ = ["WanI2V", "GenerationResult", "load_image", "image_to_tensor", "condition_mask", "parse_size"]
+__all__ = ["WanI2V", "GenerationResult", "expert_schedule", "load_image", "image_to_tensor", "condition_mask", "parse_size"]
