@@ -16,6 +16,8 @@ from wan_runtime.errors import WeightsError
 from wan_runtime.modules.dit import WanDiT
 from wan_runtime.weights.names_dit import diffusers_dit_key_from_official, official_dit_key_from_diffusers
 
+from helpers import diffusers_transformer
+
 diffusers = pytest.importorskip("diffusers")
 
 DIFFUSERS_TOLERANCE = 1e-4  # max abs error, fp32 CPU (FACTS.md measured 6e-7 for diffusers vs official)
@@ -28,14 +30,9 @@ def _fixture_dit_config(fixtures_dir: Path) -> DiTConfig:
     return DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in official.items() if k in names})
 
 
-def _tiny_diffusers_model():
+def _tiny_diffusers_model(fixtures_dir: Path):
     """diffusers' transformer shaped like the fixture DiT (i2v, no image embedder)."""
-    return diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=48, in_channels=36,
-        out_channels=16, text_dim=48, freq_dim=32, ffn_dim=192, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None, added_kv_proj_dim=None,
-        rope_max_seq_len=1024,
-    ).eval()
+    return diffusers_transformer(_fixture_dit_config(fixtures_dir)).eval()
 
 
 def test_diffusers_transformer_with_mapped_fixture_weights_matches_wandit(fixtures_dir: Path):
@@ -44,7 +41,7 @@ def test_diffusers_transformer_with_mapped_fixture_weights_matches_wandit(fixtur
 
     ours = WanDiT(_fixture_dit_config(fixtures_dir)).eval()
     ours.load_state_dict(official_weights, strict=True)
-    theirs = _tiny_diffusers_model()
+    theirs = _tiny_diffusers_model(fixtures_dir)
     diffusers_weights = {diffusers_dit_key_from_official(k): v for k, v in official_weights.items()}
     theirs.load_state_dict(diffusers_weights, strict=True)
 
@@ -67,7 +64,7 @@ def test_name_mapping_round_trips_every_a14b_key(fixtures_dir: Path):
 
 def test_name_mapping_covers_exactly_the_diffusers_parameters(fixtures_dir: Path):
     official = set(load_file(fixtures_dir / "dit_tiny.safetensors"))
-    diffusers_names = set(_tiny_diffusers_model().state_dict())
+    diffusers_names = set(_tiny_diffusers_model(fixtures_dir).state_dict())
     assert {official_dit_key_from_diffusers(name) for name in diffusers_names} == official
 
 

@@ -19,6 +19,8 @@ from wan_runtime.modules.dit import WanBlock
 from wan_runtime.pipeline import WanI2V
 from wan_runtime.request import GenerationRequest
 
+from helpers import psnr_db
+
 
 def weights(rows: int = 64, cols: int = 256, seed: int = 0) -> torch.Tensor:
     """Gaussian rows whose magnitudes span four decades, plus a few outliers, like trained layers."""
@@ -136,13 +138,6 @@ def test_a14b_block_in_fp8_takes_about_half_the_bf16_bytes():
     # 4 qk-norm weights, norm3 weight+bias, modulation 6x5120: 351,394,304 parameters.
     assert bf16 == 2 * 351_394_304
     assert 0.50 < fp8 / bf16 < 0.51  # biases, norms, modulation and the scales stay wider than 1 byte
-
-
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean per-frame PSNR of uint8 videos (data range 1, 100 dB for identical frames)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) / 255.0) ** 2
-    per_frame = mse.reshape(a.shape[0], -1).mean(axis=1)
-    return float(np.mean([100.0 if m == 0 else min(100.0, -10 * np.log10(m)) for m in per_frame]))
 
 
 def test_tiny_pipeline_with_fp8_experts_stays_close_to_bf16_on_the_cpu():

@@ -24,7 +24,7 @@ from wan_runtime.config import A14B
 from wan_runtime.weights import load_dit
 from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
 
-from helpers import cuda_timed
+from helpers import cuda_timed, diffusers_transformer
 
 pytestmark = pytest.mark.gpu
 diffusers = pytest.importorskip("diffusers")
@@ -37,12 +37,7 @@ def _diffusers_sharing(model: torch.nn.Module) -> torch.nn.Module:
     """diffusers' WanTransformer3DModel whose parameters are the very tensors of `model` (no copy)."""
     d = A14B.dit
     with torch.device("meta"):
-        theirs = diffusers.WanTransformer3DModel(
-            patch_size=d.patch_size, num_attention_heads=d.num_heads, attention_head_dim=d.head_dim,
-            in_channels=d.in_dim, out_channels=d.out_dim, text_dim=d.text_dim, freq_dim=d.freq_dim,
-            ffn_dim=d.ffn_dim, num_layers=d.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-            eps=d.eps, image_dim=None, rope_max_seq_len=1024,
-        )
+        theirs = diffusers_transformer(d)
     state = {diffusers_dit_key_from_official(k): v for k, v in model.state_dict().items()}
     theirs.load_state_dict(state, strict=False, assign=True)
     # The rotary tables are buffers computed at construction: rebuild that one small module for real.

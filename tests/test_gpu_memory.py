@@ -26,7 +26,7 @@ from wan_runtime.experts import load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.pipeline import WanI2V
 
-from helpers import cuda_timed as timed, tiny_request as request
+from helpers import cuda_timed as timed, psnr_db, tiny_request as request
 
 pytestmark = pytest.mark.gpu
 
@@ -45,13 +45,6 @@ def report(name: str, value: object) -> None:
         figures = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, **FIGURES}
         (Path(os.environ["WANBENCH_GPU_REPORT"]) / "gpu_memory.json").write_text(json.dumps(figures, indent=1))
 
-
-
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean per-frame PSNR of uint8 videos (data range 1, 100 dB for identical frames)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) / 255.0) ** 2
-    per_frame = mse.reshape(a.shape[0], -1).mean(axis=1)
-    return float(np.mean([100.0 if m == 0 else min(100.0, -10 * np.log10(m)) for m in per_frame]))
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from wan_runtime.weights.names_t5 import hf_t5_key_from_official
 from wan_runtime.weights.names_vae import diffusers_vae_key_from_official, official_vae_key_from_diffusers
 from wan_runtime.weights.reader import TensorShard
 
+from helpers import diffusers_transformer, diffusers_vae
+
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 README = json.loads((FIXTURES / "README.json").read_text())
 
@@ -84,18 +86,10 @@ def test_diffusers_text_encoder_keys_are_transformers_own_names():
 
 def test_diffusers_own_a14b_classes_hold_exactly_the_mapped_names_and_shapes():
     """The name maps agree with what diffusers itself would save for the A14B transformer and VAE."""
-    diffusers = pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers")
     d, v = A14B.dit, A14B.vae
-    transformer = meta(lambda: diffusers.WanTransformer3DModel(
-        patch_size=d.patch_size, num_attention_heads=d.num_heads, attention_head_dim=d.head_dim,
-        in_channels=d.in_dim, out_channels=d.out_dim, text_dim=d.text_dim, freq_dim=d.freq_dim,
-        ffn_dim=d.ffn_dim, num_layers=d.num_layers, cross_attn_norm=d.cross_attn_norm,
-        qk_norm="rms_norm_across_heads", eps=d.eps, image_dim=None, added_kv_proj_dim=None,
-    ))
-    vae = meta(lambda: diffusers.AutoencoderKLWan(
-        base_dim=v.dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult), num_res_blocks=v.num_res_blocks,
-        attn_scales=list(v.attn_scales), temperal_downsample=list(v.temporal_downsample),
-    ))
+    transformer = meta(lambda: diffusers_transformer(d))
+    vae = meta(lambda: diffusers_vae(v))
     for theirs, keys, to_theirs in (
         (transformer, official_keys("dit_a14b_official"), diffusers_dit_key_from_official),
         (vae, official_keys("vae_wan21_official"), diffusers_vae_key_from_official),

@@ -27,6 +27,8 @@ from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
 from wan_runtime.weights.names_t5 import hf_t5_key_from_official
 from wan_runtime.weights.names_vae import diffusers_vae_key_from_official
 
+from helpers import diffusers_transformer, diffusers_vae
+
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 DIT_TOL = 1e-4
 T5_TOL = 1e-4
@@ -101,23 +103,14 @@ def write_official(root: Path) -> Path:
 
 def write_diffusers(root: Path) -> Path:
     """The Diffusers layout, saved by diffusers/transformers themselves from the renamed fixtures."""
-    diffusers = pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers")
     d, v = DIT_CFG.dit, CFG.vae
     dit = load_file(FIXTURES / "dit_tiny.safetensors")
     for folder, weights in (("transformer", dit), ("transformer_2", low_noise_weights(dit))):
-        model = diffusers.WanTransformer3DModel(
-            patch_size=d.patch_size, num_attention_heads=d.num_heads, attention_head_dim=d.head_dim,
-            in_channels=d.in_dim, out_channels=d.out_dim, text_dim=d.text_dim, freq_dim=d.freq_dim,
-            ffn_dim=d.ffn_dim, num_layers=d.num_layers, cross_attn_norm=d.cross_attn_norm,
-            qk_norm="rms_norm_across_heads", eps=d.eps, image_dim=None, added_kv_proj_dim=None,
-        )
+        model = diffusers_transformer(d)
         model.load_state_dict({diffusers_dit_key_from_official(k): t for k, t in weights.items()}, strict=True)
         model.save_pretrained(str(root / folder), max_shard_size="400KB")  # several shards + index
-    vae = diffusers.AutoencoderKLWan(
-        base_dim=v.dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult), num_res_blocks=v.num_res_blocks,
-        attn_scales=list(v.attn_scales), temperal_downsample=list(v.temporal_downsample),
-        latents_mean=list(v.latents_mean), latents_std=list(v.latents_std),
-    )
+    vae = diffusers_vae(v)
     vae_weights = load_file(FIXTURES / "vae_tiny.safetensors")
     vae.load_state_dict({diffusers_vae_key_from_official(k): t for k, t in vae_weights.items()}, strict=True)
     vae.save_pretrained(str(root / "vae"))

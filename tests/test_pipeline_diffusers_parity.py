@@ -14,6 +14,8 @@ from wan_runtime.scheduler import official_sigmas
 from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
 from wan_runtime.weights.names_vae import official_vae_state_to_diffusers
 
+from helpers import diffusers_transformer, diffusers_vae
+
 diffusers = pytest.importorskip("diffusers")
 
 # Frames are compared in [0, 1]: ours are rounded to uint8 (at most half a level, 0.5/255, away) and
@@ -31,24 +33,13 @@ class OfficialGridUniPC(diffusers.UniPCMultistepScheduler):
 
 
 def _diffusers_transformer(cfg, state):
-    d = cfg.dit
-    model = diffusers.WanTransformer3DModel(
-        patch_size=d.patch_size, num_attention_heads=d.num_heads, attention_head_dim=d.head_dim,
-        in_channels=d.in_dim, out_channels=d.out_dim, text_dim=d.text_dim, freq_dim=d.freq_dim,
-        ffn_dim=d.ffn_dim, num_layers=d.num_layers, cross_attn_norm=d.cross_attn_norm,
-        qk_norm="rms_norm_across_heads", eps=d.eps, image_dim=None, rope_max_seq_len=1024,
-    )
+    model = diffusers_transformer(cfg.dit)
     model.load_state_dict({diffusers_dit_key_from_official(k): v for k, v in state.items()}, strict=True)
     return model.eval()
 
 
 def _diffusers_vae(cfg, state):
-    v = cfg.vae
-    model = diffusers.AutoencoderKLWan(
-        base_dim=v.dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult), num_res_blocks=v.num_res_blocks,
-        attn_scales=list(v.attn_scales), temperal_downsample=list(v.temporal_downsample),
-        latents_mean=list(v.latents_mean), latents_std=list(v.latents_std),
-    )
+    model = diffusers_vae(cfg.vae)
     model.load_state_dict(official_vae_state_to_diffusers(state), strict=True)
     return model.eval()
 

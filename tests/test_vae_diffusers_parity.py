@@ -19,6 +19,8 @@ from wan_runtime.weights.names_vae import (
     official_vae_state_to_diffusers,
 )
 
+from helpers import diffusers_vae
+
 diffusers = pytest.importorskip("diffusers")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
@@ -27,16 +29,7 @@ PARITY_TOL = 5e-5  # measured max abs: latent 2.2e-6, decoded 5.9e-6 (both input
 
 
 def _diffusers_vae(cfg: VAEConfig) -> torch.nn.Module:
-    return diffusers.AutoencoderKLWan(
-        base_dim=cfg.dim,
-        z_dim=cfg.z_dim,
-        dim_mult=list(cfg.dim_mult),
-        num_res_blocks=cfg.num_res_blocks,
-        attn_scales=list(cfg.attn_scales),
-        temperal_downsample=list(cfg.temporal_downsample),
-        latents_mean=list(cfg.latents_mean),
-        latents_std=list(cfg.latents_std),
-    ).eval()
+    return diffusers_vae(cfg).eval()
 
 
 @pytest.fixture(scope="module")
