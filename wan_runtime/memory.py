@@ -103,6 +103,11 @@ class MemoryPlan:
         return DTYPES[self.load_dtype]
 
     @property
+    def vae_torch_dtype(self) -> torch.dtype:
+        """The torch dtype of `vae_dtype`."""
+        return DTYPES[self.vae_dtype]
+
+    @property
     def load_dtype(self) -> str:
         """The dtype name networks are loaded in; fp8 blocks are quantized from bf16 after loading."""
         return "bf16" if self.weight_dtype == "fp8" else self.weight_dtype

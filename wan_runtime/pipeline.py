@@ -28,7 +28,7 @@ from wan_runtime.budget import VramBudget, apply_vram_budget
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, StageOutOfMemoryError
 from wan_runtime.experts import PlacedExpert, load_expert
-from wan_runtime.memory import DTYPES, MemoryPlan
+from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver, Observer, StepInfo
 from wan_runtime.request import GenerationRequest, ImageInput
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
@@ -217,7 +217,7 @@ class WanI2V:
             img = F.interpolate(img[None], size=(geo.height, geo.width), mode="bicubic", align_corners=False)[0]
             clip = torch.zeros(3, geo.frames, geo.height, geo.width)
             clip[:, 0] = img
-            vae_dtype = DTYPES[self.memory.vae_dtype]
+            vae_dtype = self.memory.vae_torch_dtype
             latent = self.vae.encode(clip[None].to(self.device, vae_dtype), tile_px=self.memory.vae_tiling)
             mask = condition_mask(geo.frames, geo.lat_height, geo.lat_width, self.device)
             y = torch.cat([mask[None], latent.float()], dim=1)
@@ -295,7 +295,7 @@ class WanI2V:
         obs: Observer,
     ) -> GenerationResult:
         with _stage(obs, "vae_decode"):
-            vae_dtype = DTYPES[self.memory.vae_dtype]
+            vae_dtype = self.memory.vae_torch_dtype
             video = self.vae.decode(latent.to(vae_dtype), tile_px=self.memory.vae_tiling)[0]
             _sync(self.device)
         with _stage(obs, "postprocess"):
@@ -348,10 +348,10 @@ class WanI2V:
         noise1, gen = self._noise(geo1, seed)
         latent1, trace1 = self._denoise(first, noise1, gen, y1, context, context_null, obs, 0)
         with _stage(obs, "vae_decode"):
-            low_res = self.vae.decode(latent1.to(DTYPES[self.memory.vae_dtype]), tile_px=self.memory.vae_tiling)[0]
+            low_res = self.vae.decode(latent1.to(self.memory.vae_torch_dtype), tile_px=self.memory.vae_tiling)[0]
         with _stage(obs, "image_encode"):
             upscaled = resize_video(low_res, geo2.height, geo2.width, opts.anti_aliasing).clamp(-1, 1)
-            x0 = self.vae.encode(upscaled[None].to(self.device, DTYPES[self.memory.vae_dtype]),
+            x0 = self.vae.encode(upscaled[None].to(self.device, self.memory.vae_torch_dtype),
                                  tile_px=self.memory.vae_tiling).float()
         y2 = self._encode_image(image, geo2, obs)
         scheduler = make_scheduler(request.solver, request.steps, request.shift, self.cfg.num_train_timesteps)
