@@ -13,11 +13,12 @@ COMPARE_ARGS ?=
 SIZE ?=
 BENCH_OUT = $(OUT)/bench-h100$(if $(SIZE),-$(subst *,x,$(SIZE)))
 BENCH_4090_OUT = $(OUT)/bench-4090$(if $(SIZE),-$(subst *,x,$(SIZE)))
+OFFLOAD_OUT = $(OUT)/offload$(if $(SIZE),-$(subst *,x,$(SIZE)))
 # The regression suite at tiny scale on a CPU: how baselines/regression-tiny-cpu was made.
 REGRESSION_TINY = --preset tiny --set device=cpu --set 'size=80*48' --set frames=5
 MICROBENCH_STORAGE ?= $(OUT)/microbench
 
-.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 cross-res quality microbench
+.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality microbench
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,6 +70,14 @@ bench-4090:  ## A14B within a 24 GiB cap (RTX 4090), 480p+720p, the 3 plans that
 cross-res:  ## native 720p vs 480p upscaled vs refine mode, PSNR/SSIM against native 720p (GPU, long)
 	wanbench run cross-res --out $(OUT)/cross-res $(SET)
 	wanbench report $(OUT)/cross-res
+
+offload:  ## A14B memory plans (resident/swap/stream x bf16/fp8), 480p+720p, sampled timing (GPU); SIZE=... as bench-h100
+	wanbench run offload --out $(OFFLOAD_OUT) $(if $(SIZE),--set 'size=$(SIZE)') $(SET)
+	wanbench report $(OFFLOAD_OUT)
+
+offload-quality:  ## PSNR/SSIM of fp8, VAE tiling, swap and stream vs resident bf16 (GPU, ~5 min on an H100)
+	wanbench run offload-quality --out $(OUT)/offload-quality $(SET)
+	wanbench report $(OUT)/offload-quality
 
 quality:  ## steps x guidance x shift against a 75-step reference (GPU, long)
 	wanbench run quality --out $(OUT)/quality $(SET)

@@ -2,7 +2,8 @@
 
 The tiny variant of a suite is the suite file itself with the model swapped for the tiny preset on
 the CPU, every official size mapped to a small one of similar shape (and `output_size` with it),
-5 frames, one repeat and no warmup: the same cases, sweeps, references and timing mode.
+5 frames, one repeat and no warmup: the same cases, sweeps, references and timing mode. A VRAM
+budget is dropped (the CPU has none to cap).
 A size not in the map fails the test, so a suite that adds one must add it here too.
 
 Also checked: the real (A14B) suite still loads and expands to the same cases, and the committed
@@ -26,7 +27,7 @@ from harness.results import latest_rows, read_rows
 from harness.runner import run_suite
 from harness.suite import load_suite, parse_suite
 
-SUITES = ("bench-h100", "cross-res", "quality", "regression")
+SUITES = ("bench-h100", "bench-4090", "offload", "offload-quality", "cross-res", "quality", "regression")
 TINY_SIZES = {"832*480": "80*48", "1280*720": "128*80"}
 # cross-res keeps 480p -> 720p a 1.5x upscale at tiny scale, as refine mode's scale_factor expects.
 TINY_SIZES_BY_SUITE = {"cross-res": {"832*480": "96*64", "1280*720": "144*96"}}
@@ -55,6 +56,7 @@ def tiny_variant(name: str) -> str:
     for section in ("base", "sweep", "reference"):
         if section in doc:
             doc[section] = _tiny_value(doc[section], TINY_SIZES_BY_SUITE.get(name, TINY_SIZES))
+    doc["base"].pop("vram_budget_gib", None)
     if doc["base"].get("frames", 81) > 5:
         doc["base"]["frames"] = 5
     return yaml.safe_dump(doc, sort_keys=False)
@@ -101,6 +103,20 @@ def test_bench_h100_at_tiny_scale_is_projected_and_grows_with_tokens(tiny_runs):
     assert "> **Note:** Projected figures (6 of 6 cases" in files.markdown.read_text()
     fits = {r["group"]: r for r in files.tables["cost_vs_tokens"].records}
     assert len(fits) == 3 and all(r["points"] == 2 and r["total_exponent"] is not None for r in fits.values())
+
+
+@pytest.mark.slow
+def test_offload_quality_finds_swap_and_stream_lossless_and_fp8_and_tiling_measured(tiny_runs):
+    _, rows, _ = tiny_runs["offload-quality"]
+    compared = [r for r in rows.values() if not r["is_reference"]]
+    assert len(compared) == 5 and all(r["valid_video"] and not r["projected"] for r in compared)
+    for row in compared:
+        if row["weight_dtype"] == "bf16" and row["vae_tiling"] is None:
+            assert row["psnr_db"] == 100.0, row["case_id"]  # swap and stream move weights, not values
+        elif row["weight_dtype"] == "fp8":
+            assert 25.0 < row["psnr_db"] < 100.0, row["case_id"]
+        else:
+            assert row["vae_tiling"] == 256 and row["psnr_db"] is not None, row["case_id"]
 
 
 @pytest.mark.slow
