@@ -1,0 +1,39 @@
+"""The GPU runs committed in baselines/h100-a14b stay readable and describe what the README says.
+
+They are what `wanbench compare` is given on an H100 and where the README's tables come from, so a
+schema change that leaves them unreadable, or a README figure that drifts from its run, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.report import build_report
+from harness.results import latest_rows, read_rows, undocumented_fields
+
+ROOT = Path(__file__).resolve().parents[2]
+H100 = ROOT / "baselines" / "h100-a14b"
+RUNS = sorted(p.parent for p in H100.glob("*/results.jsonl"))
+BENCH = ["bench-h100-832x480", "bench-h100-1280x720", "bench-h100-swap-832x480", "bench-h100-swap-1280x720"]
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[r.name for r in RUNS])
+def test_every_committed_h100_run_reads_with_documented_fields_and_finished_cases(run):
+    rows = latest_rows(read_rows(run / "results.jsonl"))
+    assert rows and {r["status"] for r in rows} == {"ok"}
+    assert all("H100" in r["env.gpu"] for r in rows)
+    assert [f for r in rows for f in undocumented_fields(r)] == []
+
+
+def test_the_readme_bench_h100_table_is_the_committed_runs_report(tmp_path):
+    files = build_report([H100 / name for name in BENCH], tmp_path)
+    summary = {r["plan"]: r for r in files.tables["memory_latency"].records if r["resolution"].startswith("1280")}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    swap = re.search(r"\| swap \(pinned host copy\), bf16 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", readme)
+    assert swap is not None
+    row = summary["experts=swap, weight_dtype=bf16"]
+    assert float(swap.group(5)) == pytest.approx(row["total_ms"] / 1000, abs=0.05)
+    assert float(swap.group(6)) == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
