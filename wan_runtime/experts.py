@@ -82,13 +82,10 @@ class PlacedExpert:
             self.streamer.start(self.device)
         self.active = True
 
-    def park(self) -> bool:
-        """Free the expert's device memory (its weights stay in host memory); True when something was freed.
-
-        A resident expert stays where it is.
-        """
+    def park(self) -> None:
+        """Free the expert's device memory (its weights stay in host memory); a resident expert stays where it is."""
         if not self.active or self.mode == "resident":
-            return False
+            return
         if self.streamer is not None:
             self.streamer.stop()
         for group in self.groups:
@@ -96,7 +93,6 @@ class PlacedExpert:
         if self.mode == "pageable":
             self.model.to(CPU)
         self.active = False
-        return True
 
     def host_bytes(self) -> int:
         """Host memory held for this expert (pinned copies or parked pageable weights)."""

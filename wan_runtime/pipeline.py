@@ -233,19 +233,18 @@ class WanI2V:
     def _activate(self, expert: Expert) -> torch.nn.Module:
         """Return the expert ready on the device; under `swap` park the other one first."""
         self._park("low" if expert == "high" else "high")
-        if self.memory.experts == "swap" and self.device.type == "cuda":
-            # Hand back what earlier stages left cached (the VAE encode's blocks) before the expert
-            # arrives, so its weights do not land between them: at 720p that fragmentation held
-            # ~14 GiB of reserved-but-unused memory through the whole denoise on an H100.
-            torch.cuda.empty_cache()
         self.placed[expert].activate()
         return self.experts[expert]
 
     def _park(self, *experts: Expert) -> None:
         """Free the device memory of swapped or streamed experts (their weights stay in host memory)."""
-        freed = [self.placed[name].park() for name in experts]
-        if any(freed) and self.device.type == "cuda":
-            torch.cuda.empty_cache()  # give the freed blocks back, as upstream does after each offload
+        for name in experts:
+            self.placed[name].park()
+        if self.memory.experts == "swap" and self.device.type == "cuda":
+            # Give the cached blocks back, as upstream does after each offload; also before the first
+            # expert arrives, so its weights do not land between the VAE encode's cached blocks: at
+            # 720p that fragmentation held ~14 GiB reserved-but-unused through the denoise on an H100.
+            torch.cuda.empty_cache()
 
     def _denoise(
         self,
