@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+import types
 
 import pytest
 import torch
 
-from wan_runtime.attention import BACKENDS, attention, available_backends, check_backend
+from wan_runtime.attention import (
+    BACKENDS, REGISTRY, PackageBackend, attention, available_backends, check_backend, resolve_attention, resolve_ops,
+)
 from wan_runtime.errors import BackendUnavailableError, ConfigError
 
 
@@ -101,3 +105,43 @@ def test_every_available_cuda_backend_matches_math_in_bf16():
 
 def test_backend_list_is_the_documented_set():
     assert set(BACKENDS) == {"auto", "cudnn", "flash", "efficient", "math", "flash_attn2", "flash_attn3", "sage"}
+
+
+def test_a_package_backend_imports_its_package_once_when_bound(monkeypatch):
+    imports: list[str] = []
+    calls: list[tuple] = []
+    fake = types.SimpleNamespace(sageattn=lambda q, k, v, **kw: calls.append(kw) or q)
+    real_import = importlib.import_module
+
+    def counting_import(name, *args):
+        imports.append(name)
+        return fake if name == "sageattention" else real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", counting_import)
+    fn = REGISTRY["sage"].bind(torch.device("cpu"))
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    for _ in range(3):
+        fn(q, k, v)
+    assert imports == ["sageattention"]
+    assert calls == [{"tensor_layout": "NHD", "is_causal": False}] * 3
+
+
+def test_a_package_backend_refuses_fp32_inputs_with_the_way_out():
+    backend = PackageBackend("fake", "sys", "pip install fake", lambda module, q, k, v: q)
+    fn = backend.bind(torch.device("cpu"))
+    with pytest.raises(BackendUnavailableError, match="needs float16 or bfloat16 inputs.*torch SDPA backend"):
+        fn(*_qkv())
+
+
+def test_resolved_sdpa_function_matches_the_one_off_call():
+    q, k, v = _qkv()
+    fn = resolve_attention("math", "cpu")
+    torch.testing.assert_close(fn(q, k, v), attention(q, k, v, "math"), rtol=0, atol=0)
+
+
+def test_resolve_ops_pairs_self_and_cross_backends():
+    ops = resolve_ops("math", "auto", "cpu")
+    q, k, v = _qkv()
+    torch.testing.assert_close(ops.self_attn(q, k, v), ops.cross_attn(q, k, v), atol=1e-5, rtol=1e-5)
+    with pytest.raises(BackendUnavailableError, match="'cudnn'"):
+        resolve_ops("math", "cudnn", "cpu")

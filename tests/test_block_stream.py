@@ -12,6 +12,7 @@ from torch import nn
 
 from wan_runtime.block_stream import BlockRing, BlockStreamer, StreamTrace
 from wan_runtime.config import TINY
+from wan_runtime.block_runner import StreamedBlocks
 from wan_runtime.experts import block_template, load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.offload import ALIGN_BYTES, TensorLayout, WeightGroup, module_tensors
@@ -156,6 +157,27 @@ def test_streamed_expert_computes_exactly_what_the_resident_one_computes(experts
             assert torch.equal(streamed.model(*inputs), resident(*inputs))
     finally:
         streamed.park()
+
+
+def test_streamed_blocks_are_called_through_the_runners_block_call(experts):
+    resident, streamed = experts
+    called: list[int] = []
+
+    def counting_call(block, *args):
+        called.append(1)
+        return block(*args)
+
+    runner = streamed.model.runner
+    assert isinstance(runner, StreamedBlocks)
+    streamed.model.runner = StreamedBlocks(runner.streamer, counting_call)
+    streamed.activate()
+    try:
+        inputs = expert_inputs()
+        assert torch.equal(streamed.model(*inputs), resident(*inputs))
+    finally:
+        streamed.park()
+        streamed.model.runner = runner
+    assert len(called) == 5
 
 
 def test_each_forward_copies_every_block_once_and_prefetches_into_the_next(experts):

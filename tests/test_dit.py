@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import wan_runtime.modules.dit as dit_module
 from wan_runtime.config import A14B, TINY, DiTConfig
 from wan_runtime.errors import ConfigError
-from wan_runtime.attention import available_backends
+from wan_runtime.attention import AttentionOps, available_backends
 from wan_runtime.modules.dit import WanDiT, rope_axis_dims
 
 OFFICIAL_TOLERANCE = 1e-4  # max abs error vs the official fp32 CPU output (FACTS.md)
@@ -111,18 +111,47 @@ def test_bf16_parameters_compute_in_bf16_and_return_fp32_close_to_fp32(fixture_m
     assert (out - reference).abs().max().item() < 2e-2  # measured 5.2e-3
 
 
-def test_every_attention_call_uses_the_model_backend(fixture_model, fixture_io, monkeypatch):
+def test_self_and_cross_attention_use_their_own_backends(fixture_model, fixture_io, monkeypatch):
+    fixture_model.set_attention("math", "auto")
+    assert fixture_model.attention_backends == ("math", "auto")
+    ops = fixture_model.attention_ops(torch.device("cpu"))
     seen: list[str] = []
-    real_attention = dit_module.attention
 
-    def recording_attention(q, k, v, backend="auto", key_padding_mask=None):
-        seen.append(backend)
-        return real_attention(q, k, v, backend, key_padding_mask)
+    def recording(name, fn):
+        def attend(q, k, v):
+            seen.append(name)
+            return fn(q, k, v)
+        return attend
 
-    monkeypatch.setattr(dit_module, "attention", recording_attention)
-    fixture_model.attention_backend = "math"
+    recorded = AttentionOps(recording("self", ops.self_attn), recording("cross", ops.cross_attn))
+    monkeypatch.setattr(fixture_model, "attention_ops", lambda device: recorded)
     _forward(fixture_model, fixture_io)
-    assert seen == ["math"] * (2 * fixture_model.config.num_layers)  # self + cross per block
+    assert seen == ["self", "cross"] * fixture_model.config.num_layers
+
+
+def test_attention_is_resolved_once_per_device(fixture_model, fixture_io, monkeypatch):
+    calls: list[tuple] = []
+    real = dit_module.resolve_ops
+    monkeypatch.setattr(dit_module, "resolve_ops", lambda *args: calls.append(args) or real(*args))
+    fixture_model.set_attention("math")
+    _forward(fixture_model, fixture_io)
+    _forward(fixture_model, fixture_io)
+    assert calls == [("math", "math", torch.device("cpu"))]
+
+
+def test_a_custom_block_runner_replaces_the_block_stack(fixture_model, fixture_io):
+    reference = _forward(fixture_model, fixture_io)
+    ran: list[int] = []
+
+    def counting_runner(model, x, e0, context, rope, ops):
+        for block in model.blocks:
+            ran.append(1)
+            x = block(x, e0, context, rope, ops)
+        return x
+
+    fixture_model.runner = counting_runner
+    torch.testing.assert_close(_forward(fixture_model, fixture_io), reference, rtol=0, atol=0)
+    assert len(ran) == fixture_model.config.num_layers
 
 
 def test_unknown_attention_backend_is_rejected_when_the_model_is_built():
@@ -147,7 +176,7 @@ def test_bf16_model_on_cuda_matches_fp32_reference_with_every_available_backend(
     model = fixture_model.to(device="cuda", dtype=torch.bfloat16)
     io = {name: tensor.cuda() for name, tensor in fixture_io.items()}
     for backend in available_backends(torch.device("cuda")):
-        model.attention_backend = backend
+        model.set_attention(backend)
         out = _forward(model, io).cpu()
         assert out.dtype == torch.float32
         # bf16 matmuls and attention: measured ~5e-3 on CPU bf16, well inside 2e-2

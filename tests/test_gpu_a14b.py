@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from wan_runtime.attention import resolve_ops
 from wan_runtime.config import A14B
 from wan_runtime.weights import load_dit
 from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
@@ -48,23 +49,23 @@ def _diffusers_sharing(model: torch.nn.Module) -> torch.nn.Module:
 
 def _fp32_reference(model: torch.nn.Module, x, t, ctx, y) -> torch.Tensor:
     """The same forward with every block computed in fp32 (weights upcast one block at a time)."""
-
     backend = "efficient" if x.is_cuda else "math"  # fp32-capable attention
+    fp32_ops = resolve_ops(backend, backend, x.device)
 
-    def run_blocks_fp32(tokens, e0, context, rope):
+    def run_blocks_fp32(model, tokens, e0, context, rope, ops):
         for block in model.blocks:
             block.float()  # bf16 -> fp32 -> bf16 is exact, so the weights come back unchanged
             try:
-                tokens = block(tokens, e0, context.float(), rope, backend)
+                tokens = block(tokens, e0, context.float(), rope, fp32_ops)
             finally:
                 block.to(torch.bfloat16)
         return tokens
 
-    model._run_blocks = run_blocks_fp32
+    runner, model.runner = model.runner, run_blocks_fp32
     try:
         return model(x, t, ctx, y)
     finally:
-        del model._run_blocks
+        model.runner = runner
 
 
 def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:

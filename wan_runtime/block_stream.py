@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -206,8 +206,8 @@ class BlockStreamer:
 
     `groups[i]` is block i's host copy (all blocks share one layout); `template` is a block of the
     same structure on the meta device, cloned into one shell per slot. `start(device)` allocates the
-    ring, `stop()` waits for copies in flight and frees it. `run(x, *args)` computes every block once,
-    in order, as `shell(x, *args)`.
+    ring, `stop()` waits for copies in flight and frees it. `run(x, args, call)` computes every block
+    once, in order, as `call(shell, x, *args)`.
     """
 
     def __init__(self, groups: Sequence[WeightGroup], template: nn.Module, ahead: int):
@@ -273,8 +273,12 @@ class BlockStreamer:
         if self._copy_stream is not None:
             self._copy_stream.synchronize()
 
-    def run(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """Compute every block once, in order, on `x` (one forward's pass over the blocks)."""
+    def run(self, x: torch.Tensor, args: tuple = (), call: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """Compute every block once, in order, on `x` (one forward's pass over the blocks).
+
+        Each block is computed as `call(shell, x, *args)`; the default calls the shell itself.
+        """
+        call = call or _call_module
         if self.device is None:
             raise RuntimeError("BlockStreamer.run before start(): activate the expert first")
         if self.ring.position % self.ring.num_blocks:
@@ -284,7 +288,7 @@ class BlockStreamer:
                 step = self.ring.next()
                 for load in step.loads:
                     self._load(load)
-                x = self._compute(step, x, args, kwargs)
+                x = self._compute(step, x, args, call)
         except BaseException:
             # A pass cut short (e.g. out of memory) leaves the ring mid-sequence: let the queued work
             # finish (the next loads will not wait for it), then start the sequence over.
@@ -314,18 +318,22 @@ class BlockStreamer:
             if self.trace:
                 self.trace.add("copy", load.position, load.block, start, self.trace.mark(self.device, stream))
 
-    def _compute(self, step: Step, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    def _compute(self, step: Step, x: torch.Tensor, args: tuple, call: Callable[..., torch.Tensor]) -> torch.Tensor:
         slot = self._slots[step.slot]
         stream = torch.cuda.current_stream(self.device) if self._copy_stream is not None else None
         if stream is not None:
             stream.wait_event(slot.loaded)
         start = self.trace.mark(self.device, stream) if self.trace else None
-        x = slot.shell(x, *args, **kwargs)
+        x = call(slot.shell, x, *args)
         if stream is not None:
             slot.computed.record(stream)
         if self.trace:
             self.trace.add("compute", step.position, step.block, start, self.trace.mark(self.device, stream))
         return x
+
+
+def _call_module(module: nn.Module, x: torch.Tensor, *args) -> torch.Tensor:
+    return module(x, *args)
 
 
 __all__ = ["Load", "Step", "BlockRing", "Interval", "StreamTrace", "BlockStreamer"]

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from wan_runtime.block_runner import StreamedBlocks
 from wan_runtime.block_stream import BlockStreamer
 from wan_runtime.config import ModelConfig
 from wan_runtime.errors import ConfigError
@@ -62,13 +63,6 @@ class PlacedExpert:
         # A pageable expert handed in on the device (WanI2V built by a caller) counts as active.
         on_device = next(model.parameters()).device.type == device.type
         self.active = mode == "resident" or (mode == "pageable" and on_device)
-        if streamer is not None:
-            # WanDiT's hook for where blocks come from: the streamer's ring instead of model.blocks.
-            model._run_blocks = self._run_streamed_blocks
-
-    def _run_streamed_blocks(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
-                             rope: torch.Tensor) -> torch.Tensor:
-        return self.streamer.run(x, e0, context, rope, self.model.attention_backend)
 
     def activate(self) -> None:
         """Make the expert computable on the device (a no-op when it already is)."""
@@ -128,8 +122,12 @@ def block_template(cfg: ModelConfig, fp8: bool) -> nn.Module:
 
 
 def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: MemoryPlan,
-                device: str | torch.device, attention: str = "auto") -> PlacedExpert:
-    """Build expert `expert` ("high" | "low") from `source` and place it as `plan` says (parked unless resident)."""
+                device: str | torch.device, attention: str = "auto",
+                cross_attention: str | None = None) -> PlacedExpert:
+    """Build expert `expert` ("high" | "low") from `source` and place it as `plan` says (parked unless resident).
+
+    `attention` / `cross_attention` are the self- and cross-attention backends (cross None: the same).
+    """
     if expert not in ("high", "low"):
         raise ConfigError(f"expert must be 'high' (high-noise) or 'low' (low-noise), not {expert!r}")
     device = resolve_device(device)
@@ -170,6 +168,10 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
     streamer = None
     if mode == "stream":
         streamer = BlockStreamer(block_groups, block_template(cfg, fp8), plan.prefetch_blocks)
+    if streamer is not None:
+        model.runner = StreamedBlocks(streamer)  # the blocks come through the ring, not model.blocks
+    model.set_attention(attention, cross_attention)
+    model.attention_ops(device)  # resolve the backends now: one that cannot run here fails the load
     return PlacedExpert(model, device, mode, groups, streamer)
 
 

@@ -147,6 +147,7 @@ class WanI2V:
         memory: MemoryPlan | None = None,
         attention: str = "auto",
         observer: Observer | None = None,
+        cross_attention: str | None = None,
     ) -> "WanI2V":
         """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan.
 
@@ -172,7 +173,8 @@ class WanI2V:
             text_encoder = load_text_encoder(src, cfg, memory.load_dtype, text_device)
             if memory.text_encoder == "offload_after":
                 text_encoder.model.to(offload)
-            placed = {name: load_expert(src, cfg, name, memory, device, attention) for name in ("low", "high")}
+            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention)
+                      for name in ("low", "high")}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
         return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wan_runtime.attention import BACKENDS
+from wan_runtime.attention import BACKENDS, resolve_ops
 from wan_runtime.modules.dit import WanBlock, rope_table
 
 # (name, latent patch grid f x h x w) per device type
@@ -37,6 +37,7 @@ def test_dit_block_forward(benchmark, synchronized, skip_unless_runnable, device
     e0 = torch.randn(1, 6, cfg.dim, device=device, generator=generator) * 0.1
     context = torch.randn(1, cfg.text_len, cfg.dim, device=device, dtype=dtype, generator=generator)
     rope = rope_table(grid, cfg.head_dim, device)
-    run = synchronized(lambda: block(x, e0, context, rope, backend), device)
+    ops = resolve_ops(backend, backend, device)
+    run = synchronized(lambda: block(x, e0, context, rope, ops), device)
     benchmark.extra_info.update({"tokens": tokens, "dim": cfg.dim, "dtype": str(dtype), "backend": backend})
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wan_runtime.attention import attention, check_backend_name
+from wan_runtime.attention import AttentionFn, AttentionOps, check_backend_name, resolve_ops
+from wan_runtime.block_runner import BlockRunner, ResidentBlocks
 from wan_runtime.config import DiTConfig
 from wan_runtime.errors import ConfigError
 
@@ -137,23 +138,23 @@ class _AttentionLayers(nn.Module):
 class SelfAttention(_AttentionLayers):
     """Self-attention over the video tokens with 3D RoPE on q and k."""
 
-    def forward(self, x: torch.Tensor, rope: RopeTable, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RopeTable, attn: AttentionFn) -> torch.Tensor:
         """x [B, L, C] -> [B, L, C]."""
         q = apply_rope(self._heads(self.norm_q(self.q(x))), rope)  # [B, L, N, D]
         k = apply_rope(self._heads(self.norm_k(self.k(x))), rope)  # [B, L, N, D]
         v = self._heads(self.v(x))  # [B, L, N, D]
-        return self.o(attention(q, k, v, backend).flatten(2))
+        return self.o(attn(q, k, v).flatten(2))
 
 
 class CrossAttention(_AttentionLayers):
     """Attention from the video tokens to the (embedded, zero-padded, unmasked) text tokens."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, attn: AttentionFn) -> torch.Tensor:
         """x [B, L, C], context [B, T, C] -> [B, L, C]."""
         q = self._heads(self.norm_q(self.q(x)))  # [B, L, N, D]
         k = self._heads(self.norm_k(self.k(context)))  # [B, T, N, D]
         v = self._heads(self.v(context))  # [B, T, N, D]
-        return self.o(attention(q, k, v, backend).flatten(2))
+        return self.o(attn(q, k, v).flatten(2))
 
 
 class WanBlock(nn.Module):
@@ -175,17 +176,21 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, rope: RopeTable,
-                backend: str) -> torch.Tensor:
-        """x [B, L, C] fp32, e0 [B, 6, C] fp32, context [B, T, C] in the compute dtype -> [B, L, C] fp32."""
+                ops: AttentionOps) -> torch.Tensor:
+        """x [B, L, C] fp32, e0 [B, 6, C] fp32, context [B, T, C] in the compute dtype -> [B, L, C] fp32.
+
+        x may be a slice of the video tokens (sequence parallelism) as long as rope is the same slice
+        and `ops.self_attn` sees the whole sequence; cross-attention works on any slice as it is.
+        """
         dtype = context.dtype  # the text embedding ran in the compute dtype
         mod = (self.modulation.float() + e0).unsqueeze(2)  # [B, 6, 1, C] fp32
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(1)  # each [B, 1, C]
 
         # addcmul fuses each modulation/gated residual into one fp32 pass (bf16 operands promote).
         h = torch.addcmul(shift_sa, self.norm1(x), 1 + scale_sa)
-        x = torch.addcmul(x, self.self_attn(h.to(dtype), rope, backend), gate_sa)
+        x = torch.addcmul(x, self.self_attn(h.to(dtype), rope, ops.self_attn), gate_sa)
 
-        x = x + self.cross_attn(self.norm3(x).to(dtype), context, backend)
+        x = x + self.cross_attn(self.norm3(x).to(dtype), context, ops.cross_attn)
 
         h = torch.addcmul(shift_ff, self.norm2(x), 1 + scale_ff)
         x = torch.addcmul(x, self.ffn(h.to(dtype)), gate_ff)
@@ -214,12 +219,20 @@ class Head(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 class WanDiT(nn.Module):
-    """One Wan2.2 i2v DiT expert with the official parameter names."""
+    """One Wan2.2 i2v DiT expert with the official parameter names.
 
-    def __init__(self, config: DiTConfig, attention: str = "auto"):
+    `attention` / `cross_attention` name the backends of self- and cross-attention (cross defaults
+    to the self-attention one); they are resolved to functions once per device. `runner` runs the
+    block stack (wan_runtime/block_runner.py): resident blocks called eagerly unless the loader
+    hands in another.
+    """
+
+    def __init__(self, config: DiTConfig, attention: str = "auto", cross_attention: str | None = None,
+                 runner: BlockRunner | None = None):
         super().__init__()
         self.config = config
-        self.attention_backend = attention
+        self.set_attention(attention, cross_attention)
+        self.runner: BlockRunner = runner or ResidentBlocks()
         dim = config.dim
 
         self.patch_embedding = nn.Conv3d(config.in_dim, dim, config.patch_size, stride=config.patch_size)
@@ -236,14 +249,23 @@ class WanDiT(nn.Module):
         self._rope_cache: dict[tuple[tuple[int, int, int], torch.device], RopeTable] = {}
 
     @property
-    def attention_backend(self) -> str:
-        """Name of the attention backend every attention call of this model uses."""
-        return self._attention_backend
+    def attention_backends(self) -> tuple[str, str]:
+        """Names of the (self-attention, cross-attention) backends."""
+        return self._attention_names
 
-    @attention_backend.setter
-    def attention_backend(self, name: str) -> None:
-        check_backend_name(name)
-        self._attention_backend = name
+    def set_attention(self, attention: str, cross_attention: str | None = None) -> None:
+        """Choose the attention backends (cross_attention None: the same as self-attention)."""
+        cross_attention = cross_attention or attention
+        check_backend_name(attention)
+        check_backend_name(cross_attention)
+        self._attention_names = (attention, cross_attention)
+        self._ops: dict[torch.device, AttentionOps] = {}
+
+    def attention_ops(self, device: torch.device) -> AttentionOps:
+        """The attention functions on `device`, resolved on first use (raises when one cannot run there)."""
+        if device not in self._ops:
+            self._ops[device] = resolve_ops(*self._attention_names, device)
+        return self._ops[device]
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -281,13 +303,6 @@ class WanDiT(nn.Module):
                 f"context has {context.shape[1]} tokens, more than text_len {cfg.text_len}; truncate the prompt"
             )
 
-    def _run_blocks(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
-                    rope: RopeTable) -> torch.Tensor:
-        """Run every block in order; overridden where blocks are streamed in from CPU memory."""
-        for block in self.blocks:
-            x = block(x, e0, context, rope, self.attention_backend)
-        return x
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Predict the flow for x [B, 16, F, H, W] at timesteps t [B] -> float32 [B, 16, F, H, W].
 
@@ -315,7 +330,8 @@ class WanDiT(nn.Module):
         context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
         context = self.text_embedding(context)
 
-        tokens = self._run_blocks(tokens, e0, context, self.rope(grid, tokens.device))
+        device = tokens.device
+        tokens = self.runner(self, tokens, e0, context, self.rope(grid, device), self.attention_ops(device))
         out = self.head(tokens, e)  # [B, L, pt*ph*pw*16]
 
         # Unpatchify: [B, L, pt*ph*pw*c] -> [B, c, f*pt, h*ph, w*pw]; c is the fastest index.
