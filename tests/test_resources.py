@@ -51,6 +51,17 @@ def test_expert_bytes_equal_those_of_the_built_expert(weight_dtype):
     assert block == tensor_bytes(expert.model.blocks[0])
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+def test_text_encoder_bytes_equal_those_of_the_built_encoder(dtype):
+    from wan_runtime.modules.text_encoder import build_umt5
+    from wan_runtime.weights import load_text_encoder
+
+    assert resources.text_encoder_bytes(TINY.t5, dtype) == tensor_bytes(load_text_encoder("synthetic", TINY, dtype, "cpu").model)
+    with torch.device("meta"):
+        a14b = build_umt5(A14B.t5)
+    assert resources.text_encoder_bytes(A14B.t5, "fp32") == tensor_bytes(a14b)
+
+
 def test_the_floor_stays_under_every_stage_peak_measured_on_the_h100():
     checked = 0
     for folder, row in measured_rows():

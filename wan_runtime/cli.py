@@ -279,7 +279,7 @@ class ConsoleObserver:
 
 def preflight(inv: Invocation) -> None:
     """Before anything loads: the output path, the picture, sizes and frames, the memory of the load and the request."""
-    from wan_runtime.pipeline import check_before_load
+    from wan_runtime.resources import check_before_load
     from wan_runtime.video_io import check_output_path
 
     check_output_path(inv.save_file)

@@ -29,7 +29,7 @@ from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryErro
 from wan_runtime.experts import PlacedExpert, load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver, Observer, StepInfo
-from wan_runtime.resources import RequestShape, capacity, check_load, check_request, check_run
+from wan_runtime.resources import capacity, check_load, check_request, open_request
 from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.request import GenerationRequest
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
@@ -358,28 +358,6 @@ class WanI2V:
         return result
 
 
-def open_request(request: GenerationRequest, cfg: ModelConfig) -> tuple[Image.Image, RequestShape]:
-    """The request's picture (8-bit RGB) and its shape; sizes and frames are checked here, before any work."""
-    image = load_image(request.image)
-    shape = RequestShape.of(request, image.width, image.height)
-    shape.geometries(cfg)
-    return image, shape
-
-
-def check_before_load(
-    request: GenerationRequest,
-    source: str | Path = "synthetic",
-    preset: str | ModelConfig = "tiny",
-    device: str | torch.device = "cpu",
-    memory: MemoryPlan | None = None,
-) -> None:
-    """Before loading: the picture decodes, sizes and frames are valid, and a load plus this request fit this machine."""
-    cfg = get_preset(preset) if isinstance(preset, str) else preset
-    device = resolve_device(device)
-    _, shape = open_request(request, cfg)
-    check_run(cfg, memory or MemoryPlan(), device, shape, checkpoint=source != "synthetic")
-
-
 def expert_schedule(request: GenerationRequest, cfg: ModelConfig) -> list[Expert]:
     """The expert of every step of the request's full schedule (refine: of its final, low-noise pass)."""
     if request.mode in ("single_expert", "refine"):
@@ -424,6 +402,6 @@ def _stage(obs: Observer, name: str) -> Iterator[None]:
 
 
 __all__ = [
-    "WanI2V", "GenerationResult", "expert_schedule", "open_request", "check_before_load", "load_image",
+    "WanI2V", "GenerationResult", "expert_schedule", "load_image",
     "image_to_tensor", "condition_mask", "parse_size",
 ]

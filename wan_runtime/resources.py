@@ -37,14 +37,19 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import product
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from wan_runtime.config import DiTConfig, ModelConfig, T5Config, VAEConfig
 from wan_runtime.errors import ConfigError, InsufficientMemoryError
+from wan_runtime.images import load_image
 from wan_runtime.memory import DTYPES, MemoryPlan
 from wan_runtime.request import GenerationRequest
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 GIB = 2**30
 
@@ -53,7 +58,6 @@ K_DIT = 27  # bytes per token per DiT model dim, for one CFG forward and the lat
 K_VAE_ENCODE = 45  # bytes per pixel per VAE base channel per element byte, one 4-frame chunk
 K_VAE_DECODE = 55
 
-FP8_BYTES = 1
 _LOSSY_FIELDS = ("weight_dtype", "vae_dtype", "vae_tiling")  # change the video; the others only move memory
 
 
@@ -126,7 +130,7 @@ class RequestShape:
 
 # ---------------------------------------------------------------------------------------------- weights
 def _dtype_bytes(name: str) -> int:
-    return torch.empty((), dtype=DTYPES[name]).element_size()
+    return DTYPES[name].itemsize
 
 
 def _tensor_bytes(module: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -140,7 +144,7 @@ def _tensor_bytes(module: torch.nn.Module, dtype: torch.dtype) -> int:
         elif name.endswith("weight_scale"):  # fp8 scales stay fp32
             size = 4
         else:
-            size = torch.empty((), dtype=target_dtype(module, name, tensor.dtype, dtype)).element_size()
+            size = target_dtype(module, name, tensor.dtype, dtype).itemsize
         total += tensor.numel() * size
     return total
 
@@ -162,14 +166,19 @@ def expert_bytes(dit: DiTConfig, weight_dtype: str) -> tuple[int, int]:
     return whole - dit.num_layers * one_block, _tensor_bytes(block, compute)
 
 
-@lru_cache(maxsize=None)
 def text_encoder_bytes(t5: T5Config, dtype: str) -> int:
-    """Bytes of the umT5 encoder in `dtype`."""
-    from wan_runtime.modules.text_encoder import build_umt5
+    """Bytes of the umT5 encoder in `dtype`, counted from its shape (building it would import transformers).
 
-    with torch.device("meta"):
-        model = build_umt5(t5)
-    return _tensor_bytes(model, DTYPES[dtype])
+    Token embedding; per layer q, k, v, o, a relative-position bias of its own, a gated feed-forward
+    (wi_0, wi_1, wo) and two norms; a final norm; no biases. Under fp16 `wo` stays fp32, as the
+    loader keeps it (tests/test_resources.py checks this against the built model).
+    """
+    wo = t5.dim_ffn * t5.dim
+    per_layer = 4 * t5.dim * t5.dim_attn + t5.num_buckets * t5.num_heads + 2 * t5.dim + 2 * t5.dim * t5.dim_ffn + wo
+    total = t5.vocab * t5.dim + t5.num_layers * per_layer + t5.dim
+    size = _dtype_bytes(dtype)
+    kept_fp32 = t5.num_layers * wo if dtype == "fp16" else 0
+    return (total - kept_fp32) * size + kept_fp32 * 4
 
 
 @lru_cache(maxsize=None)
@@ -376,6 +385,30 @@ def capacity(device: torch.device | str, cap_bytes: int | None = None) -> Capaci
 
 
 # ---------------------------------------------------------------------------------------------- checks
+def open_request(request: GenerationRequest, cfg: ModelConfig) -> tuple["Image.Image", RequestShape]:
+    """The request's picture (8-bit RGB) and its shape; sizes and frames are checked here, before any work."""
+    image = load_image(request.image)
+    shape = RequestShape.of(request, image.width, image.height)
+    shape.geometries(cfg)
+    return image, shape
+
+
+def check_before_load(request: GenerationRequest, source: str | Path = "synthetic", preset: str | ModelConfig = "tiny",
+                      device: str | torch.device = "cpu", memory: MemoryPlan | None = None) -> None:
+    """Before loading: the picture decodes, sizes and frames are valid, a load plus this request fit this machine.
+
+    What wan-generate calls first (with the output path check); it imports no network code, so a
+    refusal comes before torch's model libraries load.
+    """
+    from wan_runtime.config import get_preset
+    from wan_runtime.weights import resolve_device
+
+    cfg = get_preset(preset) if isinstance(preset, str) else preset
+    device = resolve_device(device)
+    _, shape = open_request(request, cfg)
+    check_run(cfg, memory or MemoryPlan(), device, shape, checkpoint=not (isinstance(source, str) and source == "synthetic"))
+
+
 def check_load(cfg: ModelConfig, plan: MemoryPlan, device: torch.device | str, checkpoint: bool = False,
                have: Capacity | None = None) -> None:
     """Refuse a load whose floor does not fit this machine (InsufficientMemoryError naming a plan that fits)."""
@@ -540,6 +573,6 @@ def _area(size: str) -> int:
 __all__ = [
     "GIB", "K_DIT", "K_VAE_ENCODE", "K_VAE_DECODE", "Part", "StageNeed", "Capacity", "RequestShape",
     "expert_bytes", "text_encoder_bytes", "vae_bytes", "resting_need", "load_need", "request_needs",
-    "host_available_bytes", "device_available_bytes", "capacity", "check_load", "check_request", "check_run",
-    "alternative_plans",
+    "host_available_bytes", "device_available_bytes", "capacity", "open_request", "check_before_load", "check_load",
+    "check_request", "check_run", "alternative_plans",
 ]
