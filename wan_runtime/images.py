@@ -66,7 +66,7 @@ _TRANSPOSE = {
 
 
 def load_image(source: ImageSource) -> Image.Image:
-    """Decode a path, bytes, binary file, PIL image or HxWx3 uint8 array to an 8-bit RGB picture (see the module doc)."""
+    """Decode a path, bytes, binary file, PIL image or HxWx3 uint8 array to 8-bit RGB (see the module doc)."""
     if isinstance(source, Image.Image):
         return _to_rgb(source, "the image")
     if isinstance(source, np.ndarray):

@@ -23,15 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from wan_runtime.budget import VramBudget, apply_vram_budget
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError
 from wan_runtime.experts import PlacedExpert, load_expert
+from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver, Observer, StepInfo
-from wan_runtime.resources import capacity, check_load, check_request, open_request
-from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.request import GenerationRequest
+from wan_runtime.resources import capacity, check_load, check_request, open_request
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
 from wan_runtime.weights import load_text_encoder, load_vae, resolve_device

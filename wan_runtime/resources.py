@@ -5,10 +5,11 @@ whole. A load or a request is refused only when its floor exceeds what this mach
 refusal is an out-of-memory known in advance (it is raised as an `InsufficientMemoryError`, a kind
 of `StageOutOfMemoryError` naming the first stage that cannot fit), and nothing that fits is turned
 away. What the floor counts:
-- weights, exactly: each network is built on the `meta` device (no memory) and its tensors are
-  counted in the dtype the memory plan gives them (fp8 blocks: one byte per weight plus the bf16
-  biases and fp32 scales), where the plan places them at each stage (experts.py, pipeline.py):
-  A14B in bf16 is 26.6 GiB per expert, 10.6 GiB of umT5, 0.24 GiB of VAE;
+- weights, exactly: the DiT and the VAE are built on the `meta` device (no memory) and their
+  tensors counted in the dtype the memory plan gives them (fp8 blocks: one byte per weight plus the
+  bf16 biases and fp32 scales); umT5 is counted from its shape (building it would import
+  transformers); each where the plan places it at each stage (experts.py, pipeline.py): A14B in
+  bf16 is 26.6 GiB per expert, 10.6 GiB of umT5, 0.24 GiB of VAE;
 - tensors whose size follows from the request: the fp32 conditioning clip and its copy in the VAE's
   dtype, the decoded fp32 video and one fp32 temporary of it, the uint8 frames, the picture;
 - activations, calibrated from the H100 runs in baselines/h100-a14b (peak allocated per stage) and
@@ -257,7 +258,6 @@ def request_needs(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, shap
     """The floor of each stage of a request, over what the loaded pipeline holds at rest, in run order."""
     geos = shape.geometries(cfg)
     vae_elem = _dtype_bytes(plan.vae_dtype)
-    compute_elem = _dtype_bytes(plan.load_dtype)
     te = text_encoder_bytes(cfg.t5, plan.load_dtype)
     rest, block = expert_bytes(cfg.dit, plan.weight_dtype)
     where = _where(plan, device)
@@ -288,7 +288,8 @@ def request_needs(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, shap
         plane = (min(tile, geo.height) * min(tile, geo.width)) if tile else geo.height * geo.width
         latent = cfg.vae.z_dim * geo.lat_frames * geo.lat_height * geo.lat_width * 4
         what = f"{geo.frames} frames at {geo.width}x{geo.height}"
-        clip = [Part(f"conditioning clip, fp32 ({what})", 3 * pixels * 4), Part("picture, fp32", 3 * geo.height * geo.width * 4)]
+        clip = [Part(f"conditioning clip, fp32 ({what})", 3 * pixels * 4),
+                Part("picture, fp32", 3 * geo.height * geo.width * 4)]
         encode = [Part("VAE encoder activations", K_VAE_ENCODE * cfg.vae.dim * plane * vae_elem * chunk // 4),
                   Part("image latent", latent)]
         if device.type == "cuda" or plan.vae_dtype != "fp32":  # else the VAE reads the fp32 clip itself
@@ -367,7 +368,7 @@ def _cgroup_room() -> int | None:
 
 
 def device_available_bytes(device: torch.device, cap_bytes: int | None = None) -> int | None:
-    """Bytes torch can still allocate on a CUDA device (free + its cached blocks, within `cap_bytes`); None elsewhere."""
+    """Bytes torch can still allocate on a CUDA device (free + its cached blocks, within `cap_bytes`), else None."""
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     free, _total = torch.cuda.mem_get_info(device)
@@ -406,7 +407,8 @@ def check_before_load(request: GenerationRequest, source: str | Path = "syntheti
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     device = resolve_device(device)
     _, shape = open_request(request, cfg)
-    check_run(cfg, memory or MemoryPlan(), device, shape, checkpoint=not (isinstance(source, str) and source == "synthetic"))
+    synthetic = isinstance(source, str) and source == "synthetic"
+    check_run(cfg, memory or MemoryPlan(), device, shape, checkpoint=not synthetic)
 
 
 def check_load(cfg: ModelConfig, plan: MemoryPlan, device: torch.device | str, checkpoint: bool = False,
