@@ -179,3 +179,16 @@ def test_host_memory_is_the_smaller_of_memavailable_and_the_cgroup_room(tmp_path
     assert resources.host_available_bytes() == 4 * GIB
     (tmp_path / "memory.max").write_text("max\n")
     assert resources.host_available_bytes() == 8 * GIB
+
+
+@pytest.mark.gpu
+def test_on_gpu_what_torch_holds_cached_counts_as_available():
+    device = torch.device("cuda")
+    before = resources.device_available_bytes(device)
+    block = torch.empty(GIB, dtype=torch.uint8, device=device)
+    held = resources.device_available_bytes(device)
+    del block  # back in torch's cache: not free for other processes, but free for this one
+    after = resources.device_available_bytes(device)
+    assert abs((before - held) - GIB) < 64 * 2**20
+    assert abs(after - before) < 64 * 2**20
+    assert resources.device_available_bytes(device, cap_bytes=2 * GIB) <= 2 * GIB
