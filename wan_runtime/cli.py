@@ -277,6 +277,15 @@ class ConsoleObserver:
             torch.cuda.synchronize(self.device)
 
 
+def preflight(inv: Invocation) -> None:
+    """Before anything loads: the output path, the picture, sizes and frames, the memory of the load and the request."""
+    from wan_runtime.resources import check_before_load
+    from wan_runtime.video_io import check_output_path
+
+    check_output_path(inv.save_file)
+    check_before_load(inv.request, inv.source, inv.preset, inv.device, inv.memory)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `wan-generate`."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -284,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     obs = None
     try:
         inv = resolve(args)
+        preflight(inv)
         device = torch.device(inv.device)
         obs = ConsoleObserver(device, show_progress=not args.quiet)
         if device.type == "cuda":
