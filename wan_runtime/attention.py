@@ -8,15 +8,16 @@ machine cannot run raises `BackendUnavailableError`; nothing ever falls back sil
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from types import ModuleType
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from wan_runtime.errors import BackendUnavailableError, ConfigError
+from wan_runtime.errors import BackendUnavailableError
+from wan_runtime.load_options import AttentionBackend, LoadOptions
 
 # torch SDPA backends by name; "auto" lets torch choose among all of them.
 _SDPA_BACKENDS: dict[str, SDPBackend] = {
@@ -44,7 +45,8 @@ _PACKAGE_BACKENDS: dict[str, tuple[str, str]] = {
     ),
 }
 
-BACKENDS: tuple[str, ...] = ("auto", *_SDPA_BACKENDS, *_PACKAGE_BACKENDS)
+# The names are the load option's vocabulary; every one of them is implemented above (a test checks it).
+BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 
 
 def _import_package(module_name: str) -> ModuleType | None:
@@ -76,11 +78,7 @@ def _unavailable_reason(name: str, device: torch.device) -> str | None:
 
 def check_backend_name(name: str) -> None:
     """Raise ConfigError for a backend name that does not exist, suggesting the closest one."""
-    if name in BACKENDS:
-        return
-    close = difflib.get_close_matches(name, BACKENDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"unknown attention backend {name!r}{hint}; known backends: {list(BACKENDS)}")
+    LoadOptions(attention=name)  # the parameter spec's own check and error text
 
 
 def available_backends(device: torch.device | str) -> list[str]:

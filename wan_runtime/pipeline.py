@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from itertools import groupby
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -29,15 +29,13 @@ from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, StageOutOfMemoryError
 from wan_runtime.experts import PlacedExpert, load_expert
 from wan_runtime.memory import MemoryPlan
-from wan_runtime.observer import NullObserver, Observer, StepInfo
+from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
 from wan_runtime.request import GenerationRequest, ImageInput
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
 from wan_runtime.weights import load_text_encoder, load_vae
 
 log = logging.getLogger("wan_runtime")
-
-Expert = Literal["high", "low"]
 
 # What to suggest when a stage runs out of memory.
 _OOM_ADVICE: dict[str, str] = {
