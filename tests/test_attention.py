@@ -101,3 +101,17 @@ def test_every_available_cuda_backend_matches_math_in_bf16():
 
 def test_backend_list_is_the_documented_set():
     assert set(BACKENDS) == {"auto", "cudnn", "flash", "efficient", "math", "flash_attn2", "flash_attn3", "sage"}
+
+
+def test_every_backend_name_of_the_load_option_is_implemented():
+    from wan_runtime import attention as module
+
+    assert set(BACKENDS) == {"auto", *module._SDPA_BACKENDS, *module._PACKAGE_BACKENDS}
+
+
+def test_an_unknown_backend_name_gets_the_spec_text_with_a_suggestion():
+    from wan_runtime.attention import check_backend_name
+    from wan_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"attention='flsh': not a known value \(did you mean 'flash'\?\)"):
+        check_backend_name("flsh")
