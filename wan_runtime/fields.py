@@ -99,9 +99,10 @@ _SHOWN = _Shown()
 def show(value: Any) -> str:
     """`value` as an error text quotes it (never raises, never long)."""
     try:
-        return _SHOWN.repr(value)
+        text = _SHOWN.repr(value)
     except Exception:  # a hostile __repr__ or a recursion: name the type instead
         return f"<{type(value).__name__}>"
+    return text if len(text) <= 100 else text[:97] + "..."  # nested values: each part short, the whole too
 
 
 def describe_type(annotation: Any) -> str:
