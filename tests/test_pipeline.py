@@ -172,7 +172,7 @@ def test_missing_image_is_a_clear_error(pipe, tmp_path):
 
 
 def test_steps_below_one_are_refused(image):
-    with pytest.raises(ConfigError, match="steps must be >= 1"):
+    with pytest.raises(ConfigError, match=r"steps=0: too small; allowed: an integer >= 1"):
         request(image, steps=0)
 
 

@@ -11,6 +11,14 @@ class ConfigError(WanError, ValueError):
     """An invalid preset, size, frame count or option."""
 
 
+class ParameterError(ConfigError):
+    """A generation parameter with a value it does not allow; `key` is its public name (see wan_runtime.spec)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 class WeightsError(WanError):
     """A checkpoint folder or file that is missing, corrupt or does not match the model."""
 

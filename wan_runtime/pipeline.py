@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from itertools import groupby
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryErro
 from wan_runtime.experts import PlacedExpert, load_expert
 from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
-from wan_runtime.observer import NullObserver, Observer, StepInfo
+from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
 from wan_runtime.request import GenerationRequest
 from wan_runtime.resources import capacity, check_load, check_request, open_request
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
@@ -38,8 +38,6 @@ from wan_runtime.sizes import VideoGeometry, geometry, parse_size
 from wan_runtime.weights import load_text_encoder, load_vae, resolve_device
 
 log = logging.getLogger("wan_runtime")
-
-Expert = Literal["high", "low"]
 
 # What to suggest when a stage runs out of memory.
 _OOM_ADVICE: dict[str, str] = {

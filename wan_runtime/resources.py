@@ -45,7 +45,7 @@ import torch
 from wan_runtime.config import DiTConfig, ModelConfig, T5Config, VAEConfig
 from wan_runtime.errors import ConfigError, InsufficientMemoryError
 from wan_runtime.images import load_image
-from wan_runtime.memory import DTYPES, MemoryPlan
+from wan_runtime.memory import MemoryPlan, torch_dtypes
 from wan_runtime.request import GenerationRequest
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
 
@@ -131,7 +131,7 @@ class RequestShape:
 
 # ---------------------------------------------------------------------------------------------- weights
 def _dtype_bytes(name: str) -> int:
-    return DTYPES[name].itemsize
+    return torch_dtypes()[name].itemsize
 
 
 def _tensor_bytes(module: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -156,7 +156,7 @@ def expert_bytes(dit: DiTConfig, weight_dtype: str) -> tuple[int, int]:
     from wan_runtime.fp8 import quantize_linears
     from wan_runtime.modules.dit import WanBlock, WanDiT
 
-    compute = DTYPES["bf16" if weight_dtype == "fp8" else weight_dtype]
+    compute = torch_dtypes()["bf16" if weight_dtype == "fp8" else weight_dtype]
     with torch.device("meta"):
         model = WanDiT(dit)
         block = WanBlock(dit)
@@ -189,7 +189,7 @@ def vae_bytes(vae: VAEConfig, dtype: str) -> int:
 
     with torch.device("meta"):
         model = WanVAE(vae)
-    return _tensor_bytes(model, DTYPES[dtype])
+    return _tensor_bytes(model, torch_dtypes()[dtype])
 
 
 def _expert_total(cfg: ModelConfig, weight_dtype: str) -> int:
