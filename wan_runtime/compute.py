@@ -1,0 +1,71 @@
+"""ComputePlan: how the DiT blocks compute (compiled or not, matmul precision), beside the MemoryPlan.
+
+    compile          "none": every block is called as it is (eager).
+                     "blocks": regional compilation: one `torch.compile` of the block call, shared by
+                     all blocks of both experts (resident or streamed, bf16 or fp8 storage), compiled
+                     for each new input shape in its own `compile` stage before the first step
+                     (wan_runtime/compile.py). Lossless with exact attention.
+    compile_backend  the torch.compile backend: "inductor" generates fused kernels (the speed-up);
+                     "aot_eager" only traces (what CPU tests use to check the plumbing quickly).
+    matmul           "native": the block matmuls run in the compute dtype (bf16; fp8-stored weights
+                     are dequantized first). "fp8": fp8 compute, lossy: the activations are quantized
+                     per token and multiplied with the fp8 weights on fp8 tensor cores (Ada, Hopper).
+                     It reads the stored fp8 weights as they are, so it needs weight_dtype="fp8":
+                     storage and compute stay two named choices (fp8 storage alone is the memory
+                     option with bf16 compute; fp8 compute is the speed option on top of it).
+
+Attention backends are chosen by name beside the plan (`attention`, `cross_attention`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+
+from wan_runtime.errors import BackendUnavailableError, ConfigError
+from wan_runtime.fp8 import Matmul, fp8_matmul_unavailable_reason
+from wan_runtime.memory import MemoryPlan
+
+Compile = Literal["none", "blocks"]
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+@dataclass(frozen=True)
+class ComputePlan:
+    """A value object describing how the DiT blocks compute; the loader carries it out."""
+
+    compile: Compile = "none"
+    compile_backend: str = "inductor"
+    matmul: Matmul = "native"
+
+    def __post_init__(self) -> None:
+        if self.compile not in ("none", "blocks"):
+            raise ConfigError(f"ComputePlan.compile={self.compile!r} is not one of ['none', 'blocks']")
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ConfigError(
+                f"ComputePlan.compile_backend={self.compile_backend!r} is not one of {list(COMPILE_BACKENDS)}"
+            )
+        if self.matmul not in ("native", "fp8"):
+            raise ConfigError(f"ComputePlan.matmul={self.matmul!r} is not one of ['native', 'fp8']")
+
+    def check(self, memory: MemoryPlan, device: torch.device | str) -> None:
+        """Raise a clear error when this plan cannot run with `memory` on `device`."""
+        if self.matmul != "fp8":
+            return
+        if memory.weight_dtype != "fp8":
+            raise ConfigError(
+                f"matmul='fp8' multiplies the fp8-stored block weights as they are, so it needs "
+                f"weight_dtype='fp8' (got {memory.weight_dtype!r}); set weight_dtype=fp8"
+            )
+        reason = fp8_matmul_unavailable_reason(device)
+        if reason is not None:
+            raise BackendUnavailableError(f"matmul='fp8' cannot run: {reason}; use matmul='native'")
+
+    def to_dict(self) -> dict:
+        """Plain dict of the plan's fields (for results and logs)."""
+        return asdict(self)
+
+
+__all__ = ["Compile", "COMPILE_BACKENDS", "ComputePlan"]
