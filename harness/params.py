@@ -6,7 +6,8 @@ A case parameter is one of:
   `refine` (offered field by field as `refine.<field>`);
 - a `MemoryPlan` field (experts, text_encoder, vae_tiling, weight_dtype, ... whatever the runtime
   defines: the list is read from `dataclasses.fields(MemoryPlan)`, never written down here);
-- `attention`, the backend name handed to `WanI2V.load`;
+- a `ComputePlan` field (compile, compile_backend, matmul: read from `dataclasses.fields(ComputePlan)`);
+- `attention` and `cross_attention`, the backend names handed to `WanI2V.load` (cross null: the same);
 - `image`, the benchmark picture: a scikit-image sample name (`astronaut`, `chelsea`, ...) or a path.
 
 Parameters are flat names, shared verbatim by suites, results and reports.
@@ -18,17 +19,18 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import ModelConfig
 from wan_runtime.errors import ConfigError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.request import GenerationRequest, RefineOptions
 from wan_runtime.sizes import geometry, parse_size
 
-Target = Literal["request", "refine", "memory", "load", "input"]
+Target = Literal["request", "refine", "memory", "compute", "load", "input"]
 
 # Request fields the harness owns instead of the suite (see the module docstring).
 _REQUEST_FIELDS_NOT_PARAMETERS = ("image", "execute_steps", "refine")
@@ -40,6 +42,7 @@ HARNESS_DEFAULTS: dict[str, Any] = {
     "prompt": "An astronaut waves at the camera while the flag behind her moves in the wind",
     "seed": 42,
     "attention": "auto",
+    "cross_attention": None,
 }
 
 
@@ -100,9 +103,11 @@ def catalog() -> dict[str, ParamSpec]:
     specs = [
         ParamSpec("image", "input", str, HARNESS_DEFAULTS["image"]),
         ParamSpec("attention", "load", str, HARNESS_DEFAULTS["attention"]),
+        ParamSpec("cross_attention", "load", Optional[str], HARNESS_DEFAULTS["cross_attention"]),
         *_dataclass_params(GenerationRequest, "request", skip=_REQUEST_FIELDS_NOT_PARAMETERS),
         *_dataclass_params(RefineOptions, "refine", prefix="refine."),
         *_dataclass_params(MemoryPlan, "memory"),
+        *_dataclass_params(ComputePlan, "compute"),
     ]
     out: dict[str, ParamSpec] = {}
     for spec in specs:
@@ -132,9 +137,24 @@ def memory_param_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(MemoryPlan))
 
 
+def compute_param_names() -> tuple[str, ...]:
+    """Names of the ComputePlan fields, in the runtime's order."""
+    return tuple(f.name for f in dataclasses.fields(ComputePlan))
+
+
+def load_param_names() -> tuple[str, ...]:
+    """Parameters fixed when a pipeline loads: the attention backends, the memory and compute plans."""
+    return ("attention", "cross_attention", *memory_param_names(), *compute_param_names())
+
+
 def build_memory_plan(params: dict[str, Any]) -> MemoryPlan:
     """The MemoryPlan of a case (its constructor checks the values)."""
     return MemoryPlan(**{name: params[name] for name in memory_param_names() if name in params})
+
+
+def build_compute_plan(params: dict[str, Any]) -> ComputePlan:
+    """The ComputePlan of a case (its constructor checks the values)."""
+    return ComputePlan(**{name: params[name] for name in compute_param_names() if name in params})
 
 
 def build_request(params: dict[str, Any], image: Any, execute_steps: frozenset[int] | None = None) -> GenerationRequest:
@@ -152,7 +172,9 @@ def check_case(params: dict[str, Any], config: ModelConfig) -> None:
     from wan_runtime.attention import check_backend_name
 
     check_backend_name(params["attention"])
-    build_memory_plan(params)
+    if params.get("cross_attention") is not None:
+        check_backend_name(params["cross_attention"])
+    build_compute_plan(params).check_memory(build_memory_plan(params))
     width, height = parse_size(params["size"])  # the benchmark picture has the size's own aspect
     request = build_request(params, image=None)
     geometry(request.size, request.frames, width, height, config.vae_stride, config.patch_size, request.size_rule)

@@ -555,8 +555,8 @@ def _resolve_references(
 
 
 def _group_labels(cases: list[dict[str, Any]]) -> list[str]:
-    """Label of each case's process group: the load-time parameters (attention + memory plan) that vary."""
-    load_names = ["attention", *P.memory_param_names()]
+    """Label of each case's process group: the load-time parameters (attention, memory and compute plans) that vary."""
+    load_names = list(P.load_param_names())
     keys = [tuple(P.format_value(c[n]) for n in load_names) for c in cases]
     varying = [i for i in range(len(load_names)) if len({key[i] for key in keys}) > 1]
     return [",".join(f"{load_names[i]}={key[i]}" for i in varying) or "all" for key in keys]

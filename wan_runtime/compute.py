@@ -50,15 +50,19 @@ class ComputePlan:
         if self.matmul not in ("native", "fp8"):
             raise ConfigError(f"ComputePlan.matmul={self.matmul!r} is not one of ['native', 'fp8']")
 
-    def check(self, memory: MemoryPlan, device: torch.device | str) -> None:
-        """Raise a clear error when this plan cannot run with `memory` on `device`."""
-        if self.matmul != "fp8":
-            return
-        if memory.weight_dtype != "fp8":
+    def check_memory(self, memory: MemoryPlan) -> None:
+        """Raise ConfigError when this plan cannot go with `memory` (on any device)."""
+        if self.matmul == "fp8" and memory.weight_dtype != "fp8":
             raise ConfigError(
                 f"matmul='fp8' multiplies the fp8-stored block weights as they are, so it needs "
                 f"weight_dtype='fp8' (got {memory.weight_dtype!r}); set weight_dtype=fp8"
             )
+
+    def check(self, memory: MemoryPlan, device: torch.device | str) -> None:
+        """Raise a clear error when this plan cannot run with `memory` on `device`."""
+        self.check_memory(memory)
+        if self.matmul != "fp8":
+            return
         reason = fp8_matmul_unavailable_reason(device)
         if reason is not None:
             raise BackendUnavailableError(f"matmul='fp8' cannot run: {reason}; use matmul='native'")

@@ -54,8 +54,8 @@ class ReportData:
 
     @property
     def load_params(self) -> list[str]:
-        """Parameters fixed when a pipeline loads: attention and the memory plan's fields."""
-        return ["attention", *P.memory_param_names()]
+        """Parameters fixed when a pipeline loads: attention backends, the memory and compute plans' fields."""
+        return list(P.load_param_names())
 
     @property
     def varying_plan(self) -> list[str]:
