@@ -138,7 +138,8 @@ class PackageBackend:
 def package_attention(backend: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Attention through package backend `backend` (already imported by `bind`), [B, L, H, D] -> [B, Lq, H, Dv]."""
     entry = REGISTRY[backend]
-    return entry.call(sys.modules[entry.module], q, k, v)
+    # contiguous: the layout the fake below promises a compiled graph (a no-op for these kernels' outputs)
+    return entry.call(sys.modules[entry.module], q, k, v).contiguous()
 
 
 @package_attention.register_fake
