@@ -35,10 +35,11 @@ from harness import environment, overhead
 from harness.inputs import prepare_image
 from harness.jobs import CaseJob, WorkerJob, failure_row, frames_path, identity_fields, now_iso
 from harness.nvml import NvmlSampler
-from harness.params import build_memory_plan, build_request
+from harness.params import build_compute_plan, build_memory_plan, build_request
 from harness.probe import Probe
 from harness.results import TIMELINE_FILE
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError, WanError
 from wan_runtime.memory import MemoryPlan
@@ -50,13 +51,14 @@ SYNTHETIC_NOTE = "synthetic weights: PSNR/SSIM measure numerical drift between c
 
 
 def load_wan_pipeline(
-    source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer
+    source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer,
+    cross_attention: str | None = None, compute: ComputePlan | None = None,
 ):
     """The default factory: `WanI2V.load` (its `load` stage is reported to the observer)."""
     from wan_runtime.pipeline import WanI2V
 
     return WanI2V.load(source=source, preset=preset, device=device, memory=memory, attention=attention,
-                       observer=observer)
+                       observer=observer, cross_attention=cross_attention, compute=compute)
 
 
 def resolve_factory(spec: str) -> Callable:
@@ -147,7 +149,8 @@ class Worker:
         try:
             factory = resolve_factory(self.job.factory)
             self.pipe = factory(self.job.weights, self.job.preset, self.device, build_memory_plan(first),
-                                first["attention"], self.probe)
+                                first["attention"], self.probe, cross_attention=first.get("cross_attention"),
+                                compute=build_compute_plan(first))
         except Exception as exc:
             status, stage, message = self._classify(exc)
             traceback.print_exc()

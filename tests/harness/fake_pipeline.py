@@ -39,7 +39,7 @@ class FakePipeline:
     """WanI2V's interface without networks (first half of the steps on the high-noise expert)."""
 
     @classmethod
-    def load(cls, source, preset, device, memory, attention, observer):
+    def load(cls, source, preset, device, memory, attention, observer, cross_attention=None, compute=None):
         """Report a `load` stage and return a pipeline."""
         with observer.stage("load"):
             pass
