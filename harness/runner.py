@@ -253,7 +253,7 @@ def run_suite(
         raise NoSpaceLeft(exc.path, exc.cause, finished_cases(out, suite)) from None
     except OSError as exc:
         if is_no_space(exc):
-            raise NoSpaceLeft(exc.filename, exc, finished_cases(out, suite)) from None
+            raise NoSpaceLeft(exc.filename or out, exc, finished_cases(out, suite)) from None
         raise
     finally:
         lock.release()

@@ -50,7 +50,6 @@ from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError, WanError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
-from wan_runtime.pipeline import expert_schedule
 from wan_runtime.request import GenerationRequest
 
 SYNTHETIC_NOTE = "synthetic weights: PSNR/SSIM measure numerical drift between configurations, not visual quality"
@@ -231,6 +230,8 @@ class Worker:
         experts = plan = None
         execute = None
         if sampled:
+            from wan_runtime.pipeline import expert_schedule  # the schedulers load diffusers: only when needed
+
             experts = expert_schedule(build_request(params, image), self.config)
             plan = sampled_plan(experts, job.sampled["warmup_steps"], job.sampled["measured_steps"])
             execute = frozenset(i for indices in plan.values() for i in indices)
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             if not is_no_space(exc):
                 raise
             traceback.print_exc()
-            emit({"event": "no_space", "path": exc.filename, "message": f"{exc.strerror or exc}"})
+            emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
             return 1
     return 0
 

@@ -2,6 +2,7 @@
 
 The prompt scripts the behaviour, so a suite can sweep it:
 - "oom": raise StageOutOfMemoryError in denoise_high;
+- "fail": raise a RuntimeError (with a two-line message) in denoise_high;
 - "die-if-exists:PATH": while PATH exists, kill this process with SIGKILL in denoise_high;
 - "wait-while-exists:PATH": in denoise_high, write this process's pid to PATH.started, then wait
   until PATH is gone (a test signals the processes meanwhile);
@@ -83,6 +84,8 @@ class FakePipeline:
     def _scripted_failure(prompt: str, stage: str) -> None:
         if prompt == "oom" and stage == "denoise_high":
             raise StageOutOfMemoryError(stage, f"out of GPU memory in stage {stage!r} (scripted)")
+        if prompt == "fail" and stage == "denoise_high":
+            raise RuntimeError("scripted failure\nsecond line of the message")
         if stage != "denoise_high" or ":" not in prompt:
             return
         script, path = prompt.split(":", 1)
