@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import params as P
-from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names, read_rows,
-                             results_path)
+from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names,
+                             read_manifest, read_rows, results_path)
 from harness.stats import mann_whitney_u
 from wan_runtime.errors import ConfigError
 
@@ -137,7 +137,7 @@ def suite_gates(run: str | Path, suite: str | Path | None = None) -> tuple[dict[
     how = ""
     if suite is None:
         manifest = results_path(run).parent / MANIFEST_FILE
-        data = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+        data = (read_manifest(manifest)[0] if manifest.is_file() else None) or {}  # damaged: found by name
         if data.get("suite_file") and Path(data["suite_file"]).is_file():
             suite, overrides = data["suite_file"], list(data.get("overrides") or [])
         else:

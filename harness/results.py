@@ -438,6 +438,23 @@ def replace_rows(path: Path, updated: dict[str, dict[str, Any]]) -> None:
 
 
 # ---------------------------------------------------------------- reading back
+def read_manifest(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(run.json's content, "") or (None, what is wrong with it: empty, torn, not an object...)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    if not text.strip():
+        return None, "empty"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc}"
+    if not isinstance(data, dict) or not isinstance(data.get("suite"), str):
+        return None, f"a JSON {type(data).__name__}, not an object naming the suite"
+    return data, ""
+
+
 def results_path(run: str | Path) -> Path:
     """`results.jsonl` of a run folder, or the file itself."""
     run = Path(run)

@@ -39,7 +39,7 @@ from harness.jobs import (DEFAULT_FACTORY, RUNNER_PID_ENV, CaseJob, WorkerJob, f
                           now_iso, slug)
 from harness.progress import Progress
 from harness.results import (MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, NoSpaceLeft, append_row, is_no_space,
-                             latest_rows, read_rows, repair_tail, replace_rows, write_tables)
+                             latest_rows, read_manifest, read_rows, repair_tail, replace_rows, write_tables)
 from harness.runlock import RunLock
 from harness.suite import Case, Suite
 from wan_runtime.errors import ConfigError
@@ -143,7 +143,7 @@ def prepare_out_dir(out: Path, suite: Suite) -> str | None:
     rows = read_rows(out / RESULTS_FILE)
     note = None
     if manifest.exists():
-        data, damage = _read_manifest(manifest)
+        data, damage = read_manifest(manifest)
         if data is not None:
             _check_manifest(out, data, suite)
             return None
@@ -173,23 +173,6 @@ def prepare_out_dir(out: Path, suite: Suite) -> str | None:
         tmp.unlink(missing_ok=True)
         raise
     return note
-
-
-def _read_manifest(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """(run.json's content, "") or (None, what is wrong with it)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
-    if not text.strip():
-        return None, "empty"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON: {exc}"
-    if not isinstance(data, dict) or not isinstance(data.get("suite"), str) or "fingerprint" not in data:
-        return None, f"a JSON {type(data).__name__} without the suite's name and fingerprint"
-    return data, ""
 
 
 def _check_manifest(out: Path, data: dict[str, Any], suite: Suite) -> None:
@@ -291,13 +274,13 @@ def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Pr
                 dead = next(c for c in remaining if c.case_id == state.current)
                 row = _dead_worker_row(suite, group, dead, references, out, factory, state, code, log)
                 _append(results, row, progress)
-                progress.case_finished(dead.case_id, "error", row["error"])
+                progress.case_finished(dead.case_id, "error", _first_line(row["error"]))
                 remaining.remove(dead)
             elif not state.finished:  # died before any case (while loading): the group cannot run
                 for case in remaining:
                     row = _dead_worker_row(suite, group, case, references, out, factory, state, code, log)
                     _append(results, row, progress)
-                    progress.case_finished(case.case_id, "error", row["error"])
+                    progress.case_finished(case.case_id, "error", _first_line(row["error"]))
                 break
             # otherwise the worker stopped after a failed case; a fresh one takes the rest
 
@@ -311,6 +294,11 @@ def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Pr
     latest = {r["case_id"]: r for r in latest_rows(read_rows(results))}
     statuses = Counter(latest[c.case_id]["status"] for c in suite.cases if c.case_id in latest)
     return RunOutcome(out, ran=progress.total, skipped=skipped, statuses=dict(statuses), tables=tables)
+
+
+def _first_line(message: str | None) -> str:
+    """The console shows a failure's first line; the row keeps all of it (and the traceback)."""
+    return (message or "").split("\n", 1)[0]
 
 
 def _append(results: Path, row: dict[str, Any], progress: Progress) -> None:
@@ -385,7 +373,7 @@ def _handle(event: dict, state: _WorkerState, results: Path, progress: Progress)
         _append(results, row, progress)
         state.finished.add(row["case_id"])
         state.current = None
-        progress.case_finished(row["case_id"], row["status"], (row.get("error") or "").split("\n")[0])
+        progress.case_finished(row["case_id"], row["status"], _first_line(row.get("error")))
     elif kind == "no_space":
         state.no_space = (event.get("path"), event.get("message") or "No space left on device")
     else:

@@ -185,3 +185,12 @@ def test_compare_of_unrelated_runs_exits_2_unless_allow_empty(tmp_path, capsys):
     assert main(["compare", str(base), str(cur)]) == 2
     assert "nothing was compared" in capsys.readouterr().err
     assert main(["compare", str(base), str(cur), "--allow-empty"]) == 0
+
+
+def test_a_damaged_run_json_leaves_compare_with_the_gates_it_can_find(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(run / "results.jsonl", [_row("a", suite="not-a-known-suite")])
+    (run / "run.json").write_text("[]")
+    gates, sources = resolve_gates(run)
+    assert gates == default_gates() and sources == ["defaults"]

@@ -17,14 +17,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 from harness.cli.main import main
-from harness.jobs import CaseJob, WorkerJob, identity_fields
+from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, identity_fields
 from harness.results import append_row, read_rows
 from harness.runner import FINISHED_STATUSES, RunOutcome, prepare_out_dir, run_suite
 from harness.suite import Suite, load_suite
+from harness.worker import RUNNER_GONE_EXIT
 
 pytestmark = pytest.mark.slow
 
@@ -113,10 +115,14 @@ class Fault:
     rows_before: list[dict]
     rerun: RunOutcome
     rerun_log: str
+    runner_pid: int = 0
+    meanwhile: Any = None  # what `meanwhile` returned
 
 
-def _signal_the_runner(tmp: Path, signum: int, whole_group: bool = False) -> Fault:
-    """A run whose second case is mid-way when the runner gets `signum`; then the same command again."""
+def _signal_the_runner(tmp: Path, signum: int, whole_group: bool = False,
+                       meanwhile: Callable[[Path, Path], Any] | None = None) -> Fault:
+    """A run whose second case is mid-way when the runner (or its process group) gets `signum`; then the same
+    command again. `meanwhile(suite_path, out)` runs while the case waits, before the signal."""
     gate = tmp / "gate"
     gate.touch()
     suite_path = _write_suite(tmp, ["first", f"wait-while-exists:{gate}"])
@@ -124,6 +130,7 @@ def _signal_the_runner(tmp: Path, signum: int, whole_group: bool = False) -> Fau
     proc = _start(suite_path, out)
     worker = _wait_started(gate, proc)
     rows_before = read_rows(out / "results.jsonl")
+    during = meanwhile(suite_path, out) if meanwhile else None
     if whole_group:
         os.killpg(proc.pid, signum)
     else:
@@ -132,80 +139,64 @@ def _signal_the_runner(tmp: Path, signum: int, whole_group: bool = False) -> Fau
     gone = _gone_within(worker, 10)
     gate.unlink()
     rerun, log = _rerun(suite_path, out)
-    return Fault(load_suite(suite_path), out, proc.returncode, stderr, gone, rows_before, rerun, log)
+    return Fault(load_suite(suite_path), out, proc.returncode, stderr, gone, rows_before, rerun, log, proc.pid, during)
 
 
-# ---------------------------------------------------------------- Ctrl-C, and a second run meanwhile
-@pytest.fixture(scope="module")
-def ctrl_c(tmp_path_factory):
-    """Ctrl-C (SIGINT to the process group) mid-case, after a second run into the folder was tried."""
-    tmp = tmp_path_factory.mktemp("ctrl_c")
-    gate = tmp / "gate"
-    gate.touch()
-    suite_path = _write_suite(tmp, ["first", f"wait-while-exists:{gate}"])
-    out = tmp / "out"
-    proc = _start(suite_path, out)
-    worker = _wait_started(gate, proc)
-    rows_before = read_rows(out / "results.jsonl")
-    err = io.StringIO()
-    started = time.monotonic()
-    with contextlib.redirect_stderr(err):
-        second = main(_argv(suite_path, out))
-    second_s = time.monotonic() - started
-    rows_after_second = read_rows(out / "results.jsonl")
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=TIMEOUT_S)
-    gone = _gone_within(worker, 10)
-    gate.unlink()
-    rerun, log = _rerun(suite_path, out)
-    fault = Fault(load_suite(suite_path), out, proc.returncode, stderr, gone, rows_before, rerun, log)
-    return fault, proc.pid, second, err.getvalue(), second_s, rows_after_second
+INTERRUPTED = "wanbench run: interrupted; 1 finished cases kept; rerun the same command to resume"
 
 
-def test_a_second_run_into_a_busy_folder_is_refused_at_once_naming_the_holder(ctrl_c):
-    fault, holder_pid, code, err, seconds, rows_after_second = ctrl_c
-    assert code == 3
-    assert err.startswith(f"wanbench run: run folder {fault.out} is in use by another run (pid {holder_pid} on host ")
-    assert f"wanbench run {fault.out.parent / 'fault.yaml'} --out {fault.out}" in err and err.count("\n") == 1
-    assert rows_after_second == fault.rows_before  # it ran nothing
-
-
-def test_ctrl_c_ends_the_run_in_one_line_with_exit_130(ctrl_c):
-    fault = ctrl_c[0]
-    assert fault.returncode == 130
-    assert fault.stderr.splitlines()[-1] == ("wanbench run: interrupted; 1 finished cases kept; "
-                                             "rerun the same command to resume")
-    assert "Traceback" not in fault.stderr
-
-
-def test_ctrl_c_stops_the_worker(ctrl_c):
-    assert ctrl_c[0].worker_gone
-
-
-def test_after_ctrl_c_the_same_command_completes_keeping_every_finished_row_once(ctrl_c):
-    fault = ctrl_c[0]
-    assert (fault.rerun.ran, fault.rerun.skipped, fault.rerun.statuses) == (1, 1, {"ok": 2})
+def _assert_the_rerun_completed(fault: Fault, ran: int, skipped: int) -> None:
+    """The same command again ran what was left, skipped what had finished, and every case ended ok once."""
+    assert (fault.rerun.ran, fault.rerun.skipped, fault.rerun.statuses) == (ran, skipped, {"ok": ran + skipped})
     _assert_each_case_finished_once(fault.out, fault.suite, fault.rows_before)
 
 
-# ---------------------------------------------------------------- SIGTERM and SIGKILL to the runner
-@pytest.fixture(scope="module")
-def sigterm(tmp_path_factory):
-    return _signal_the_runner(tmp_path_factory.mktemp("sigterm"), signal.SIGTERM)
+# ---------------------------------------------------------------- Ctrl-C or SIGTERM, and a second run meanwhile
+def _second_run(suite_path: Path, out: Path) -> tuple[int, str, list[dict]]:
+    """`wanbench run` of the same command into the busy folder: (exit status, stderr, rows after it)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(_argv(suite_path, out))
+    return code, err.getvalue(), read_rows(out / "results.jsonl")
 
 
-def test_sigterm_ends_the_run_like_ctrl_c_with_exit_143(sigterm):
-    assert sigterm.returncode == 143
-    assert sigterm.stderr.splitlines()[-1] == ("wanbench run: interrupted; 1 finished cases kept; "
-                                               "rerun the same command to resume")
-    assert "Traceback" not in sigterm.stderr and sigterm.worker_gone
+INTERRUPTS = {"ctrl-c": (signal.SIGINT, True, 130), "sigterm": (signal.SIGTERM, False, 143)}
 
 
-def test_after_sigterm_the_same_command_completes_keeping_every_finished_row_once(sigterm):
-    assert (sigterm.rerun.ran, sigterm.rerun.skipped, sigterm.rerun.statuses) == (1, 1, {"ok": 2})
-    _assert_each_case_finished_once(sigterm.out, sigterm.suite, sigterm.rows_before)
+@pytest.fixture(scope="module", params=sorted(INTERRUPTS))
+def interrupted(request, tmp_path_factory):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM to the runner, mid-case, after
+    a second run into the folder was tried; then the same command again."""
+    signum, whole_group, _ = INTERRUPTS[request.param]
+    fault = _signal_the_runner(tmp_path_factory.mktemp(request.param), signum, whole_group, meanwhile=_second_run)
+    return request.param, fault
 
 
+def test_a_second_run_into_a_busy_folder_is_refused_at_once_naming_the_holder(interrupted):
+    _, fault = interrupted
+    code, err, rows_after_it = fault.meanwhile
+    assert code == 3
+    assert err.startswith(f"wanbench run: run folder {fault.out} is in use by another run "
+                          f"(pid {fault.runner_pid} on host ")
+    assert f"wanbench run {fault.out.parent / 'fault.yaml'} --out {fault.out}" in err and err.count("\n") == 1
+    assert rows_after_it == fault.rows_before  # it ran nothing
+
+
+def test_an_interrupt_ends_the_run_in_one_line_with_its_exit_status(interrupted):
+    name, fault = interrupted
+    assert fault.returncode == INTERRUPTS[name][2]  # 130 for Ctrl-C, 143 for SIGTERM
+    assert fault.stderr.splitlines()[-1] == INTERRUPTED and "Traceback" not in fault.stderr
+
+
+def test_an_interrupt_stops_the_worker(interrupted):
+    assert interrupted[1].worker_gone
+
+
+def test_after_an_interrupt_the_same_command_completes_keeping_every_finished_row_once(interrupted):
+    _assert_the_rerun_completed(interrupted[1], ran=1, skipped=1)
+
+
+# ---------------------------------------------------------------- SIGKILL to the runner
 @pytest.fixture(scope="module")
 def runner_killed(tmp_path_factory):
     return _signal_the_runner(tmp_path_factory.mktemp("sigkill"), signal.SIGKILL)
@@ -219,8 +210,7 @@ def test_a_worker_dies_with_its_killed_runner(runner_killed):
 def test_after_a_killed_runner_the_next_run_takes_the_folder_over_and_completes(runner_killed):
     assert f"took over run folder {runner_killed.out}, left locked by a run that ended without releasing it (pid " \
         in runner_killed.rerun_log
-    assert (runner_killed.rerun.ran, runner_killed.rerun.skipped, runner_killed.rerun.statuses) == (1, 1, {"ok": 2})
-    _assert_each_case_finished_once(runner_killed.out, runner_killed.suite, runner_killed.rows_before)
+    _assert_the_rerun_completed(runner_killed, ran=1, skipped=1)
 
 
 # ---------------------------------------------------------------- signals to the worker
@@ -261,9 +251,7 @@ def test_a_worker_killed_by_sigterm_or_sigkill_loses_only_its_case_and_the_run_g
 
 
 def test_after_killed_workers_the_same_command_completes_every_case_once(worker_signalled):
-    fault = worker_signalled[0]
-    assert (fault.rerun.ran, fault.rerun.skipped, fault.rerun.statuses) == (2, 0, {"ok": 2})
-    _assert_each_case_finished_once(fault.out, fault.suite, fault.rows_before)
+    _assert_the_rerun_completed(worker_signalled[0], ran=2, skipped=0)
 
 
 # ---------------------------------------------------------------- torn tails
@@ -346,3 +334,38 @@ def test_a_real_full_disk_keeps_finished_rows_and_the_rerun_completes(tmp_path, 
     outcome, _ = _rerun(suite_path, out)
     assert (outcome.ran, outcome.skipped, outcome.statuses) == (2, 1, {"ok": 3})
     _assert_each_case_finished_once(out, load_suite(suite_path), rows_before)
+
+
+# ---------------------------------------------------------------- a worker whose runner is gone
+def _start_worker(tmp_path: Path, event_fd: int, runner_pid: int | None) -> subprocess.CompletedProcess:
+    suite = load_suite(_write_suite(tmp_path, ["first"]))
+    case = suite.cases[0]
+    job = WorkerJob(suite="fault", group="all", out=str(tmp_path), preset="tiny", weights="synthetic", device="cpu",
+                    timing="full", repeats=1, warmup=0, sampled={"warmup_steps": 1, "measured_steps": 1},
+                    quality={"resize_filter": "bicubic", "antialias": True}, factory=FAKE,
+                    cases=[CaseJob(case.case_id, case.params, None, False)])
+    job.write(tmp_path / "job.json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop(RUNNER_PID_ENV, None)
+    if runner_pid is not None:
+        env[RUNNER_PID_ENV] = str(runner_pid)
+    return subprocess.run([sys.executable, "-m", "harness.worker", str(tmp_path / "job.json"), str(event_fd)],
+                          pass_fds=(event_fd,), env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def test_a_worker_whose_event_pipe_breaks_exits_quietly(tmp_path):
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the runner is gone
+    done = _start_worker(tmp_path, write_fd, runner_pid=None)
+    os.close(write_fd)
+    assert done.returncode == RUNNER_GONE_EXIT and "Traceback" not in done.stderr
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_worker_whose_runner_died_while_it_started_does_nothing(tmp_path):
+    read_fd, write_fd = os.pipe()
+    done = _start_worker(tmp_path, write_fd, runner_pid=os.getpid() + 1)  # not its parent: that one is gone
+    os.close(write_fd)
+    with os.fdopen(read_fd) as events:
+        assert events.read() == ""  # not even loaded
+    assert done.returncode == RUNNER_GONE_EXIT

@@ -126,7 +126,7 @@ def test_a_damaged_run_json_beside_results_is_refused_naming_the_fix(tmp_path):
     with pytest.raises(ConfigError) as info:
         prepare_out_dir(tmp_path, suite)
     assert str(info.value) == (
-        f"{tmp_path / 'run.json'} is damaged (a JSON list without the suite's name and fingerprint), so nothing tells "
+        f"{tmp_path / 'run.json'} is damaged (a JSON list, not an object naming the suite), so nothing tells "
         "which suite definition made the 1 rows of results.jsonl; if they are 'fake' run with these settings, delete "
         "run.json and rerun to adopt them, else use another --out")
 
