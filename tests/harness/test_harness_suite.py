@@ -166,4 +166,3 @@ def test_every_shipped_suite_lists_its_cases(name: str):
 def test_unknown_suite_name_suggests_the_closest():
     with pytest.raises(ConfigError, match="unknown suite 'smok'; did you mean 'smoke'"):
         load_suite("smok")
-
