@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 
-from harness.cli.common import check_output_file, file_error
+from harness.cli.common import ExitCode, check_output_file, file_error
 from harness.compare import change_records, compare_runs, render_markdown, render_text, resolve_gates
 
 
@@ -58,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
                 writer.writerows(rows)
     except OSError as exc:
         raise file_error(exc, "cannot write the comparison") from exc
-    return 1 if comparison.failed else 0
+    return ExitCode.FAILED if comparison.failed else ExitCode.OK

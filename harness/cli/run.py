@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from harness.cli.common import EXIT_STATUS_HELP, add_suite_arguments
+from harness.cli.common import EXIT_STATUS_HELP, ExitCode, add_suite_arguments
 from harness.jobs import DEFAULT_FACTORY
 from harness.runner import raise_signal_interrupt, run_suite
 from harness.suite import load_suite
@@ -42,4 +42,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {outcome.out / 'results.jsonl'}")
     if outcome.tables:
         print(f"tables:  {outcome.tables[0]}, {outcome.tables[1]}")
-    return 1 if outcome.statuses.get("error") else 0
+    return ExitCode.FAILED if outcome.statuses.get("error") else ExitCode.OK
