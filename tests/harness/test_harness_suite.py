@@ -1,4 +1,5 @@
-"""Suite files: validation errors name the file, line, key and what is allowed; expansion and references."""
+"""Suite files: bounded before they are expanded; validation errors name the file, line, key and what is allowed;
+expansion and references."""
 
 from __future__ import annotations
 
