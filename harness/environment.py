@@ -61,13 +61,14 @@ def _driver_version() -> str | None:
         return None
 
 
-def set_threads(threads: int | None, device: torch.device) -> dict[str, Any]:
+def set_threads(threads: int | None, device: torch.device, workers: int = 1) -> dict[str, Any]:
     """Set torch's threads for a worker; the env fields recording what is in effect.
 
     `threads` None (a suite's default): OMP_NUM_THREADS when set, else the usable cores split evenly among
-    the workers one host may run at once, one per visible GPU for a CUDA suite, one for a CPU suite.
+    the processes one host may run at once: `workers` (the run's parallel workers, times their ranks), or
+    one per visible GPU for a CUDA suite run one worker at a time.
     """
-    sharing = max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
+    sharing = max(workers, torch.cuda.device_count() if device.type == "cuda" and workers == 1 else 1)
     intra, interop = apply_threads(threads, sharing)
     return {"env.threads": intra, "env.interop_threads": interop}
 
@@ -109,6 +110,7 @@ def collect(device: torch.device) -> dict[str, Any]:
         "env.gpu_memory_mib": None,
         "env.gpu_count": None,
         "env.driver": None,
+        "env.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     env.update(host_load())
     status = _git("status", "--porcelain", "--untracked-files=no")

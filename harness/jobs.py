@@ -43,6 +43,7 @@ class WorkerJob:
     quality: dict[str, Any]
     cases: list[CaseJob] = field(default_factory=list)
     factory: str = DEFAULT_FACTORY  # "module:attr" or "file.py:attr" returning a loaded pipeline
+    host_workers: int = 1  # workers the run may have running at once on one host (they share its cores)
 
     def write(self, path: Path) -> None:
         """Save as JSON."""

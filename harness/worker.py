@@ -1,27 +1,30 @@
 """The worker process: loads the pipeline once for a group of cases, measures them, reports rows.
 
-Started by harness.runner as `python -m harness.worker JOB.json EVENT_FD`. It writes JSON events,
-one per line, to the inherited file descriptor EVENT_FD (stdout/stderr go to the group's log file,
-so library prints cannot corrupt the protocol):
+Started by a launcher (harness.launch) as `python -m harness.worker JOB.json EVENTS`, where EVENTS is
+the path of the launcher's Unix socket; under torchrun every rank runs it, and only rank 0 connects
+and reports. It writes JSON events, one per line, to that socket (stdout/stderr go to the group's
+log file, so library prints cannot corrupt the protocol):
     {"event": "loaded", "load_ms": ...}
     {"event": "case_start", "case_id": ...}
     {"event": "phase", "phase": "warmup" | "repeat", "index": i, "of": n}
     {"event": "stage", "stage": ..., "allocated_mib": ..., "nvml_mib": ...}   (from the Probe)
     {"event": "step", "index": i, "total": n, "expert": ...}                   (from the Probe)
+    {"event": "timeline", "record": {...}}   (one per measured repeat; the runner writes timeline.jsonl)
     {"event": "result", "row": {...}}
     {"event": "no_space", "path": ..., "message": ...}   (a full disk: the worker stops, the run ends)
     {"event": "done"}
 After a case fails (oom/error) the worker stops, so the next case starts in a fresh process with
-nothing left over from the failure; the runner starts it.
+nothing left over from the failure; the runner starts it. Under several ranks every rank runs every
+case in step; a rank whose case failed exits with CASE_FAILED_EXIT, so torchrun stops the others at
+once instead of leaving them waiting in a collective.
 
-The worker lives only as long as its runner: on Linux the kernel kills it when the runner dies
-(PR_SET_PDEATHSIG), and it exits quietly when its event pipe breaks. Ctrl-C is the runner's to
-handle (the worker ignores SIGINT; the runner stops it).
+The worker lives only as long as its launcher: on Linux the kernel kills it when its parent dies
+(PR_SET_PDEATHSIG), it exits quietly when it cannot connect to the event socket or the socket
+breaks. Ctrl-C is the runner's to handle (the worker ignores SIGINT; the runner stops it).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib
 import importlib.util
@@ -29,6 +32,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -44,7 +48,7 @@ from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, frames
 from harness.nvml import NvmlSampler
 from harness.params import build_compute_plan, build_memory_plan, build_request
 from harness.probe import Probe
-from harness.results import TIMELINE_FILE, guard_row, is_no_space
+from harness.results import guard_row, is_no_space
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import get_preset
@@ -99,12 +103,15 @@ def _clean(value: Any) -> Any:
 class Worker:
     """Runs one job: load once, then each case (warmup, measured repeats, quality), one row per case."""
 
-    def __init__(self, job: WorkerJob, emit: Callable[[dict], None]):
+    def __init__(self, job: WorkerJob, emit: Callable[[dict], None], rank: "Rank | None" = None):
         self.job = job
         self.emit = emit
+        self.rank = rank or Rank()
         self.device = torch.device(job.device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda and self.device.index is None:  # "cuda" means the current device, index 0 in a fresh process
+        if self.cuda and self.rank.world > 1:  # each rank on its own GPU of those the job was given
+            self.device = torch.device("cuda", self.rank.local)
+        elif self.cuda and self.device.index is None:  # "cuda" is the current device, index 0 in a fresh process
             self.device = torch.device("cuda", 0)
         self.config = get_preset(job.preset)
         self.out = Path(job.out)
@@ -120,9 +127,10 @@ class Worker:
         self.emit(event)
 
     # ------------------------------------------------------------ the job
-    def run(self) -> None:
-        """Load the pipeline, run every case until one fails; report each row."""
-        threads = environment.set_threads(self.job.cases[0].params.get("threads"), self.device)  # before any work
+    def run(self) -> bool:
+        """Load the pipeline, run every case until one fails; report each row. False when a case failed."""
+        threads = environment.set_threads(self.job.cases[0].params.get("threads"), self.device,
+                                          self.job.host_workers * self.rank.local_world)  # before any work
         if self.cuda:
             torch.cuda.set_device(self.device)
         self.env = environment.collect(self.device) | threads
@@ -136,14 +144,15 @@ class Worker:
             if self.cuda:
                 torch.cuda.empty_cache()
             if not self._load():
-                return
+                return False
             for case in self.job.cases:
                 self.emit({"event": "case_start", "case_id": case.case_id})
                 row = self.run_case(case)
                 self.emit({"event": "result", "row": _clean(guard_row(row))})
                 if row["status"] != "ok":
-                    return  # a fresh process for the next case (see the module docstring)
+                    return False  # a fresh process for the next case (see the module docstring)
             self.emit({"event": "done"})
+            return True
         finally:
             self.sampler.stop()
 
@@ -254,14 +263,8 @@ class Worker:
             result, rep = self._generate(request)
             repeats.append(rep)
         allocated, reserved = self.probe.peaks()
-        timeline = self.out / TIMELINE_FILE
-        try:
-            with open(timeline, "a", encoding="utf-8") as fh:
-                for i, rep in enumerate(repeats):
-                    fh.write(json.dumps(_clean(timeline_record(case.case_id, i, rep, self.sampler))) + "\n")
-        except OSError as exc:
-            exc.filename = exc.filename or str(timeline)  # a failed write does not name its file
-            raise
+        for i, rep in enumerate(repeats):
+            self.emit({"event": "timeline", "record": _clean(timeline_record(case.case_id, i, rep, self.sampler))})
 
         geo = result.geometry
         row = identity_fields(job, case)
@@ -341,41 +344,75 @@ def quality_fields(frames: np.ndarray, reference: np.ndarray, quality: dict[str,
 
 
 RUNNER_GONE_EXIT = 3  # exit status of a worker that stopped because its runner was gone
+CASE_FAILED_EXIT = 4  # exit status of a rank of several whose case failed (torchrun then stops the others)
+
+
+class Rank:
+    """Which rank of its job this process is (torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.index = int(env.get("RANK", 0))
+        self.world = int(env.get("WORLD_SIZE", 1))
+        self.local = int(env.get("LOCAL_RANK", self.index))
+        self.local_world = int(env.get("LOCAL_WORLD_SIZE", self.world))
+
+    @property
+    def reports(self) -> bool:
+        """Rank 0 reports events and rows; the others only compute."""
+        return self.index == 0
 
 
 def _die_with_runner() -> None:
-    """Ask the kernel to kill this process when its parent (the runner) dies; exit if it already has."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    """Ask the kernel to kill this process when its parent (its launcher) dies; exit if it already has."""
+    from harness.launch import die_with_parent
+
+    die_with_parent()
     runner = os.environ.get(RUNNER_PID_ENV)
     if runner and os.getppid() != int(runner):  # it died while this process was starting
         os._exit(RUNNER_GONE_EXIT)
 
 
+def connect_events(path: str) -> Callable[[dict], None]:
+    """`emit(event)` writing to the launcher's socket at `path`; exits quietly once nobody listens."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:  # no socket, or nobody accepts: the launcher is gone
+        os._exit(RUNNER_GONE_EXIT)
+    stream = sock.makefile("w", encoding="utf-8")
+
+    def emit(event: dict) -> None:
+        try:
+            stream.write(json.dumps(event, allow_nan=False) + "\n")
+            stream.flush()  # each event at once: a worker killed next loses nothing it reported
+        except OSError:  # the runner is gone: nobody is left to report to
+            os._exit(RUNNER_GONE_EXIT)
+
+    return emit
+
+
+def _ignore(event: dict) -> None:
+    """The events of a rank other than 0: nobody reads them."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m harness.worker JOB.json EVENT_FD`."""
+    """Entry point: `python -m harness.worker JOB.json EVENTS_SOCKET`."""
     _die_with_runner()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the runner decides
-    job_path, fd = argv if argv is not None else sys.argv[1:]
+    job_path, events = argv if argv is not None else sys.argv[1:]
     job = WorkerJob.read(Path(job_path))
-    with os.fdopen(int(fd), "w", buffering=1, encoding="utf-8") as stream:
-
-        def emit(event: dict) -> None:
-            try:
-                stream.write(json.dumps(event, allow_nan=False) + "\n")
-            except BrokenPipeError:  # the runner is gone: nobody is left to report to
-                os._exit(RUNNER_GONE_EXIT)
-
-        try:
-            Worker(job, emit).run()
-        except OSError as exc:
-            if not is_no_space(exc):
-                raise
-            traceback.print_exc()
-            emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
-            return 1
-    return 0
+    rank = Rank()
+    emit = connect_events(events) if rank.reports else _ignore
+    try:
+        finished = Worker(job, emit, rank).run()
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        traceback.print_exc()
+        emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
+        return 1
+    return CASE_FAILED_EXIT if not finished and rank.world > 1 else 0
 
 
 if __name__ == "__main__":
