@@ -15,9 +15,13 @@ from typing import Iterator, Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from wan_runtime.config import get_preset
 from wan_runtime.errors import ConfigError, WanError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
+from wan_runtime.parallel import ParallelPlan
+from wan_runtime.parallel.launch import LaunchEnv, rank_device
+from wan_runtime.parallel.plan import check_launch
 from wan_runtime.pipeline import WanI2V
 from wan_runtime.request import GenerationRequest, RefineOptions
 from wan_runtime.video_io import write_mp4
@@ -102,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default True, as upstream on one GPU)")
     p.add_argument("--convert_model_dtype", action="store_true", help="run the experts in bf16")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
-    p.add_argument("--t5_fsdp", action="store_true")
-    p.add_argument("--dit_fsdp", action="store_true")
-    p.add_argument("--ulysses_size", type=int, default=1)
+    p.add_argument("--t5_fsdp", action="store_true", help="shard the text encoder over the ranks (FSDP2)")
+    p.add_argument("--dit_fsdp", action="store_true", help="shard each expert over its ranks (FSDP2)")
+    p.add_argument("--ulysses_size", type=int, default=1,
+                   help="sequence-parallel degree: ranks that split every forward's tokens (under torchrun)")
+    p.add_argument("--cfg_parallel", action="store_true",
+                   help="conditional and unconditional forwards on different ranks (doubles the ranks)")
     p.add_argument("--save_file", type=Path, default=None, help="output mp4 (default: a name from the prompt)")
     p.add_argument("--single_expert", action="store_true", help="the low-noise expert for every step")
     p.add_argument("--enable_refiner", action="store_true",
@@ -142,17 +149,14 @@ class Invocation:
     attention: str
     request: GenerationRequest
     save_file: Path
+    parallel: ParallelPlan | None = None  # None: a single process (no torchrun)
+    rank: int = 0
 
 
 def resolve(args: argparse.Namespace) -> Invocation:
     """Combine flags, configuration file and upstream defaults; refuse what is not supported."""
     if args.task != "i2v-A14B":
         raise ConfigError(f"--task {args.task!r} is not supported; this runtime implements i2v-A14B only")
-    if args.ulysses_size > 1 or args.dit_fsdp or args.t5_fsdp:
-        raise ConfigError(
-            "multi-GPU (--ulysses_size > 1, --dit_fsdp, --t5_fsdp) is not built yet; run on one GPU "
-            "(memory options: --offload_model True, --t5_cpu, --convert_model_dtype)"
-        )
     if (args.ckpt_dir is None) == (args.weights is None):
         raise ConfigError("give exactly one of --ckpt_dir DIR (a checkpoint) or --weights synthetic")
     conf = read_configuration(args.config) if args.config else ConfigurationFile()
@@ -171,9 +175,11 @@ def resolve(args: argparse.Namespace) -> Invocation:
         anti_aliasing=anti_alias,
     )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    launch = LaunchEnv.read()  # torchrun's ranks; a single process is rank 0 of 1
+    device = str(rank_device(torch.device(device), launch))
     offload = args.offload_model
-    if offload is None:
-        offload = device.startswith("cuda") or args.dit_blocks == "stream"
+    if offload is None:  # as upstream: offload on one GPU, not when several share the work
+        offload = (device.startswith("cuda") and launch.world_size == 1) or args.dit_blocks == "stream"
     memory = MemoryPlan(
         experts="swap" if offload else "resident",
         text_encoder="cpu" if args.t5_cpu else ("offload_after" if offload else "gpu"),
@@ -184,6 +190,10 @@ def resolve(args: argparse.Namespace) -> Invocation:
         host_memory=args.host_memory,
         vram_budget_gib=args.vram_budget_gib,
     )
+    parallel = ParallelPlan(ulysses_size=args.ulysses_size, cfg_parallel=args.cfg_parallel,
+                            dit_fsdp=args.dit_fsdp, t5_fsdp=args.t5_fsdp)
+    check_launch(parallel, memory, get_preset(args.preset).dit.num_heads, launch.world_size,
+                 launch.local_world_size, torch.cuda.device_count() if device.startswith("cuda") else None)
     mode = "refine" if args.enable_refiner else ("single_expert" if args.single_expert else "both")
     if args.enable_refiner and args.single_expert:
         raise ConfigError("--enable_refiner and --single_expert exclude each other; pick one")
@@ -205,7 +215,8 @@ def resolve(args: argparse.Namespace) -> Invocation:
     )
     save = args.save_file or Path(f"{args.task}_{size.replace('*', 'x')}_{_slug(args.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
-    return Invocation(source, args.preset, device, memory, args.attention, request, save)
+    return Invocation(source, args.preset, device, memory, args.attention, request, save,
+                      parallel if launch.world_size > 1 else None, launch.rank)
 
 
 def _first_given(*values):
@@ -285,11 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inv = resolve(args)
         device = torch.device(inv.device)
-        obs = ConsoleObserver(device, show_progress=not args.quiet)
+        obs = ConsoleObserver(device, show_progress=not args.quiet and inv.rank == 0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.attention, observer=obs)
+        pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.attention, observer=obs,
+                           parallel=inv.parallel)
         result = pipe.generate(inv.request, observer=obs)
+        pipe.close()
+        if not pipe.is_output_rank:
+            return 0  # rank 0 writes the video and prints the summary
         path = write_mp4(result.frames, inv.save_file, fps=pipe.cfg.fps)
     except WanError as exc:
         print(f"wan-generate: error: {exc}", file=sys.stderr)

@@ -25,3 +25,7 @@ class StageOutOfMemoryError(WanError, RuntimeError):
     def __init__(self, stage: str, message: str):
         super().__init__(message)
         self.stage = stage
+
+
+class ParallelError(WanError, RuntimeError):
+    """A collective between ranks failed: another rank died or stopped answering within the timeout."""

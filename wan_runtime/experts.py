@@ -18,7 +18,7 @@ values `load_dit` makes for the whole expert (the seed of a tensor depends on it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -36,6 +36,9 @@ from wan_runtime.weights import (
 )
 from wan_runtime.weights.loader import ensure_no_meta
 
+if TYPE_CHECKING:
+    from wan_runtime.parallel import ParallelContext
+
 Mode = Literal["resident", "pageable", "pinned", "stream"]
 Expert = Literal["high", "low"]
 CPU = torch.device("cpu")
@@ -45,7 +48,7 @@ def placement_mode(plan: MemoryPlan, device: torch.device) -> Mode:
     """How the plan keeps an expert on `device`; on the CPU, parking is moot (all memory is host memory)."""
     if plan.dit_blocks == "stream":
         return "stream"
-    if plan.experts == "resident" or device.type == "cpu":
+    if plan.experts in ("resident", "split") or device.type == "cpu":
         return "resident"
     return "pinned" if plan.host_memory == "pinned" else "pageable"
 
@@ -123,10 +126,13 @@ def block_template(cfg: ModelConfig, fp8: bool) -> nn.Module:
 
 def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: MemoryPlan,
                 device: str | torch.device, attention: str = "auto",
-                cross_attention: str | None = None) -> PlacedExpert:
+                cross_attention: str | None = None, parallel: "ParallelContext | None" = None) -> PlacedExpert:
     """Build expert `expert` ("high" | "low") from `source` and place it as `plan` says (parked unless resident).
 
     `attention` / `cross_attention` are the self- and cross-attention backends (cross None: the same).
+    `parallel` (a rank of a multi-GPU run) shards the resident blocks as they are placed (dit_fsdp), so
+    the device holds one whole block at most beyond its shards, and wraps the block runner for
+    sequence parallelism.
     """
     if expert not in ("high", "low"):
         raise ConfigError(f"expert must be 'high' (high-noise) or 'low' (low-noise), not {expert!r}")
@@ -135,6 +141,7 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
     fp8 = plan.weight_dtype == "fp8"
     pinned = device.type == "cuda"  # host copies exist to feed a GPU; on the CPU they are plain memory
     synthetic = isinstance(source, str) and source == "synthetic"
+    shard = parallel.dit_sharder() if parallel is not None else None
     if synthetic:
         dtype = resolve_dtype(plan.load_dtype, device)
         with torch.device("meta"):
@@ -157,6 +164,8 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
             quantize_linears(part)
         if mode == "resident":
             part.to(device)
+            if shard is not None and index is not None:
+                shard(model.blocks[index])
         elif mode == "pageable":
             part.to(CPU)
         elif mode == "pinned" or index is None:
@@ -170,6 +179,10 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
         streamer = BlockStreamer(block_groups, block_template(cfg, fp8), plan.prefetch_blocks)
     if streamer is not None:
         model.runner = StreamedBlocks(streamer)  # the blocks come through the ring, not model.blocks
+    if shard is not None:
+        shard(model)  # the root: embeddings, time MLPs and head (the blocks are sharded already)
+    if parallel is not None:
+        model.runner = parallel.sequence_runner(model.runner)
     model.set_attention(attention, cross_attention)
     model.attention_ops(device)  # resolve the backends now: one that cannot run here fails the load
     return PlacedExpert(model, device, mode, groups, streamer)

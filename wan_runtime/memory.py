@@ -10,7 +10,7 @@ import torch
 
 from wan_runtime.errors import ConfigError
 
-ExpertPlacement = Literal["resident", "swap"]
+ExpertPlacement = Literal["resident", "swap", "split"]
 BlockPlacement = Literal["resident", "stream"]
 TextEncoderPlacement = Literal["gpu", "offload_after", "cpu"]
 WeightDtype = Literal["bf16", "fp16", "fp32", "fp8"]
@@ -27,7 +27,10 @@ class MemoryPlan:
 
     experts:         "resident" keeps both experts on the device; "swap" keeps only the active one there
                      (the official --offload_model): each denoise stage brings its expert in, and after
-                     the last one no expert stays on the device (the VAE decodes with the memory free).
+                     the last one no expert stays on the device (the VAE decodes with the memory free);
+                     "split" puts each expert, resident, on GPUs of its own (wan_runtime/parallel: the
+                     high-noise expert on one group of ranks, the low-noise one on another, no swap);
+                     it needs a ParallelPlan run under torchrun with twice the ranks.
     text_encoder:    "gpu" stays on the device; "offload_after" moves to CPU after encoding; "cpu" runs on CPU.
     vae_tiling:      None, or the spatial tile size in pixels for VAE encode/decode.
     weight_dtype:    storage and compute dtype of the experts and the text encoder. "fp8" stores the
@@ -60,7 +63,7 @@ class MemoryPlan:
     vram_budget_gib: float | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("experts", self.experts, ("resident", "swap"))
+        _check_choice("experts", self.experts, ("resident", "swap", "split"))
         _check_choice("text_encoder", self.text_encoder, ("gpu", "offload_after", "cpu"))
         _check_choice("weight_dtype", self.weight_dtype, (*DTYPES, "fp8"))
         _check_choice("vae_dtype", self.vae_dtype, tuple(DTYPES))

@@ -30,6 +30,7 @@ from wan_runtime.errors import ConfigError, StageOutOfMemoryError
 from wan_runtime.experts import PlacedExpert, load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver, Observer, StepInfo
+from wan_runtime.parallel import ParallelContext, ParallelPlan
 from wan_runtime.request import GenerationRequest, ImageInput
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
@@ -57,7 +58,7 @@ _OOM_ADVICE: dict[str, str] = {
 class GenerationResult:
     """Frames of one generation plus what a caller needs to describe it."""
 
-    frames: np.ndarray  # uint8 [F, H, W, 3], lossless
+    frames: np.ndarray | None  # uint8 [F, H, W, 3], lossless; None on ranks other than 0 (parallel runs)
     seed: int
     geometry: VideoGeometry
     valid_video: bool  # False when execute_steps skipped part of the schedule
@@ -126,6 +127,7 @@ class WanI2V:
         text_encoder,
         source: str,
         vram_budget: VramBudget | None = None,
+        parallel: ParallelContext | None = None,
     ):
         self.cfg = cfg
         self.device = device
@@ -136,6 +138,7 @@ class WanI2V:
         self.text_encoder = text_encoder
         self.source = source
         self.vram_budget = vram_budget  # the enforced cap, when the plan has one
+        self.parallel = parallel  # this rank's part of a multi-GPU run; None: a plain single process
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -148,12 +151,17 @@ class WanI2V:
         attention: str = "auto",
         observer: Observer | None = None,
         cross_attention: str | None = None,
+        parallel: ParallelPlan | None = None,
     ) -> "WanI2V":
         """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan.
 
         Under `experts=swap` (and `dit_blocks=stream`) both experts end the load parked in host
         memory, built part by part so the device never holds more than one part of a parked
         expert; each denoise stage brings its expert in. A `vram_budget_gib` is applied first.
+
+        `parallel` (or `experts="split"`) makes this process one rank of a torchrun job: call `load`
+        and `generate` on every rank with the same arguments; the device becomes the rank's GPU, and
+        only rank 0 (`is_output_rank`) gets frames. `close()` releases the process groups.
         """
         obs = observer or NullObserver()
         cfg = get_preset(preset) if isinstance(preset, str) else preset
@@ -162,6 +170,10 @@ class WanI2V:
         src: str | Path = source if source == "synthetic" else Path(source)
         offload = torch.device("cpu")
         with _stage(obs, "load"):
+            ctx = None
+            if parallel is not None or memory.experts == "split":
+                ctx = ParallelContext.start(parallel or ParallelPlan(), memory, cfg.dit.num_heads, device)
+                device = ctx.device
             budget = None
             if memory.vram_budget_gib is not None:
                 budget = apply_vram_budget(memory.vram_budget_gib, device)
@@ -173,17 +185,33 @@ class WanI2V:
             text_encoder = load_text_encoder(src, cfg, memory.load_dtype, text_device)
             if memory.text_encoder == "offload_after":
                 text_encoder.model.to(offload)
-            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention)
-                      for name in ("low", "high")}
+            if ctx is not None:
+                ctx.shard_text_encoder(text_encoder.model)
+            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention, ctx)
+                      for name in (ctx.experts if ctx else ("low", "high"))}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
-        return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget)
+        return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget, parallel=ctx)
+
+    @property
+    def is_output_rank(self) -> bool:
+        """True where `generate` returns frames: a single process, or rank 0 of a parallel run."""
+        return self.parallel is None or self.parallel.is_output_rank
+
+    def close(self) -> None:
+        """Release what a parallel run set up (its process groups); a plain pipeline has nothing to release."""
+        if self.parallel is not None:
+            self.parallel.close()
 
     # ---------------------------------------------------------------- generation
     def generate(self, request: GenerationRequest, observer: Observer | None = None) -> GenerationResult:
         """Generate one video; stages and steps are reported to `observer`."""
         obs = observer or NullObserver()
         seed = request.seed if request.seed >= 0 else random.randint(0, 2**31 - 1)
+        if self.parallel is not None:
+            self.parallel.check_guidance([request.guide_scale_high, request.guide_scale_low])
+            if request.seed < 0:
+                seed = self.parallel.same_seed(seed)  # every rank must draw the same noise
         image = load_image(request.image)
         if request.mode == "refine":
             return self._generate_refine(request, image, seed, obs)
@@ -232,16 +260,22 @@ class WanI2V:
         shape = (1, self.cfg.vae.z_dim, geo.lat_frames, geo.lat_height, geo.lat_width)
         return torch.randn(shape, dtype=torch.float32, generator=gen, device=self.device), gen
 
-    def _activate(self, expert: Expert) -> torch.nn.Module:
-        """Return the expert ready on the device; under `swap` park the other one first."""
+    def _activate(self, expert: Expert) -> torch.nn.Module | None:
+        """Return the expert ready on the device; under `swap` park the other one first.
+
+        None on a rank that does not hold it (experts="split": the other rank group runs it).
+        """
         self._park("low" if expert == "high" else "high")
+        if expert not in self.placed:
+            return None
         self.placed[expert].activate()
         return self.experts[expert]
 
     def _park(self, *experts: Expert) -> None:
         """Free the device memory of swapped or streamed experts (their weights stay in host memory)."""
         for name in experts:
-            self.placed[name].park()
+            if name in self.placed:
+                self.placed[name].park()
         if self.memory.experts == "swap" and self.device.type == "cuda":
             # Give the cached blocks back, as upstream does after each offload; also before the first
             # expert arrives, so its weights do not land between the VAE encode's cached blocks: at
@@ -280,9 +314,7 @@ class WanI2V:
                         continue
                     x = latent.to(dtype)
                     tt = torch.full((1,), t, device=self.device, dtype=torch.float32)
-                    cond = model(x, tt, context, y)
-                    uncond = model(x, tt, context_null, y)
-                    velocity = uncond + guide * (cond - uncond)
+                    velocity = self._velocity(model, expert, x, tt, (context, context_null), y, guide, latent)
                     latent = scheduler_step(scheduler, velocity.float(), scheduler.timesteps[i], latent, generator=gen)
                     obs.on_step(StepInfo(index=i, total=len(timesteps), timestep=t, expert=expert, stage=name))
                 if number == len(stages) - 1:
@@ -290,6 +322,24 @@ class WanI2V:
                     self._park("high", "low")
                 _sync(self.device)
         return latent, [(t, e) for _, t, e in plan]
+
+    def _velocity(self, model: torch.nn.Module | None, expert: Expert, x: torch.Tensor, t: torch.Tensor,
+                  contexts: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor, guide: float,
+                  latent: torch.Tensor) -> torch.Tensor:
+        """The guided velocity of one step: uncond + guide * (cond - uncond).
+
+        A parallel run computes the two predictions where its plan says and hands the velocity to the
+        ranks that do not hold `expert` (`model` is None there).
+        """
+        par = self.parallel
+        velocity = None
+        if model is not None:
+            if par is None:
+                cond, uncond = model(x, t, contexts[0], y), model(x, t, contexts[1], y)
+            else:
+                cond, uncond = par.cfg_branches(model, x, t, contexts, y)
+            velocity = uncond + guide * (cond - uncond)
+        return velocity if par is None else par.share_velocity(velocity, expert, latent)
 
     def _finish(
         self,
@@ -300,6 +350,19 @@ class WanI2V:
         trace: list[tuple[float, str]],
         obs: Observer,
     ) -> GenerationResult:
+        if request.output_size is not None:
+            geo = replace(geo, width=request.output_size[0], height=request.output_size[1])
+        summary = dict(
+            seed=seed,
+            geometry=geo,
+            valid_video=request.execute_steps is None,
+            steps_high=sum(1 for _, e in trace if e == "high"),
+            steps_low=sum(1 for _, e in trace if e == "low"),
+            timesteps=[t for t, _ in trace],
+            experts=[e for _, e in trace],
+        )
+        if not self.is_output_rank:
+            return GenerationResult(frames=None, **summary)  # rank 0 decodes; the latents are the same here
         with _stage(obs, "vae_decode"):
             vae_dtype = self.memory.vae_torch_dtype
             video = self.vae.decode(latent.to(vae_dtype), tile_px=self.memory.vae_tiling)[0]
@@ -309,18 +372,7 @@ class WanI2V:
                 w, h = request.output_size
                 video = resize_video(video, h, w, request.output_anti_aliasing)
             frames = frames_to_uint8(video)
-        if request.output_size is not None:
-            geo = replace(geo, width=frames.shape[2], height=frames.shape[1])
-        return GenerationResult(
-            frames=frames,
-            seed=seed,
-            geometry=geo,
-            valid_video=request.execute_steps is None,
-            steps_high=sum(1 for _, e in trace if e == "high"),
-            steps_low=sum(1 for _, e in trace if e == "low"),
-            timesteps=[t for t, _ in trace],
-            experts=[e for _, e in trace],
-        )
+        return GenerationResult(frames=frames, **summary)
 
     # ---------------------------------------------------------------- refine mode
     def _generate_refine(
