@@ -110,7 +110,7 @@ def test_a_process_without_torchrun_variables_is_rank_0_of_1():
 
 def test_torchrun_variables_describe_the_rank():
     env = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
-    assert LaunchEnv.read(env) == LaunchEnv(5, 8, 1, 4)
+    assert LaunchEnv.read(env) == LaunchEnv(5, 8, 1, 4, torchrun=True)
 
 
 def test_garbled_torchrun_variables_are_a_config_error():

@@ -216,7 +216,7 @@ def resolve(args: argparse.Namespace) -> Invocation:
     save = args.save_file or Path(f"{args.task}_{size.replace('*', 'x')}_{_slug(args.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
     return Invocation(source, args.preset, device, memory, args.attention, request, save,
-                      parallel if launch.world_size > 1 else None, launch.rank)
+                      parallel if launch.torchrun else None, launch.rank)
 
 
 def _first_given(*values):

@@ -51,17 +51,16 @@ class ParallelContext:
         collectives. Raises ConfigError, naming the torchrun command, when the launch does not fit.
         """
         env = env or LaunchEnv.read()
-        if dist.is_initialized() and env.world_size == 1:  # a caller set the group up without torchrun's env
-            env = LaunchEnv(dist.get_rank(), dist.get_world_size(), dist.get_rank(), dist.get_world_size())
+        if dist.is_initialized() and not env.torchrun:  # a caller set the group up without torchrun's env
+            env = LaunchEnv(dist.get_rank(), dist.get_world_size(), dist.get_rank(), dist.get_world_size(), True)
         device = rank_device(device, env)
         gpus = torch.cuda.device_count() if device.type == "cuda" else None
         check_launch(plan, memory, num_heads, env.world_size, env.local_world_size, gpus)
         layout = plan.layout(memory)
         timeout = plan.collective_timeout_s
-        if env.world_size == 1:
-            groups = {family: RankGroup((0,), 0, None, timeout) for family in FAMILIES}
-            return cls(plan, layout, 0, device, groups, owns_process_group=False)
-        owns = ensure_process_group(env, device, timeout)
+        # A torchrun job of one rank sets its process group up too (the launch path is the same);
+        # its groups all have one rank, so it makes no collective. A plain process has none.
+        owns = ensure_process_group(env, device, timeout) if env.torchrun else False
         families = {family: layout.groups(family) for family in FAMILIES if family != "world"}
         families["world"] = [list(range(layout.world_size))]
         backend = "nccl" if device.type == "cuda" else "gloo"

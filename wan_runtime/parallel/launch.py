@@ -26,6 +26,7 @@ class LaunchEnv:
     world_size: int
     local_rank: int
     local_world_size: int
+    torchrun: bool = False  # started by torchrun (even as its only rank): a process group is set up
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> "LaunchEnv":
@@ -45,12 +46,12 @@ class LaunchEnv:
         if not 0 <= rank < world or not 0 <= local_rank < local_world:
             raise ConfigError(f"RANK {rank} / WORLD_SIZE {world} (LOCAL_RANK {local_rank} / LOCAL_WORLD_SIZE "
                               f"{local_world}) do not describe a rank of the job; launch with torchrun")
-        return cls(rank, world, local_rank, local_world)
+        return cls(rank, world, local_rank, local_world, torchrun=True)
 
 
 def rank_device(device: torch.device, env: LaunchEnv) -> torch.device:
-    """The device of this rank: its own GPU (cuda:LOCAL_RANK) under a CUDA device, else `device` as given."""
-    if device.type == "cuda" and env.world_size > 1:
+    """The device of this rank: its own GPU (cuda:LOCAL_RANK) under torchrun, else `device` as given."""
+    if device.type == "cuda" and env.torchrun:
         return torch.device("cuda", env.local_rank)
     return device
 
