@@ -101,11 +101,12 @@ class RankPool:
         return [out.get(r) for r in range(self.world)]
 
     def close(self) -> None:
-        """Stop the workers (killing any that do not stop)."""
+        """Stop the workers; those still exiting after 2 s are killed (the interpreter's exit takes seconds)."""
         for tasks in self._tasks:
             tasks.put(None)
+        deadline = time.monotonic() + 2.0
         for proc in self._procs:
-            proc.join(timeout=10)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
         self.kill()
 
     def kill(self) -> None:

@@ -135,6 +135,7 @@ def test_each_family_of_groups_partitions_the_ranks():
         "cfg": [[0, 2], [1, 3], [4, 6], [5, 7]],
         "experts": [[0, 4], [1, 5], [2, 6], [3, 7]],
         "shard": [[0, 1, 2, 3], [4, 5, 6, 7]],
+        "world": [list(range(8))],
     }
     for family, groups in expected.items():
         assert layout.groups(family) == groups

@@ -71,6 +71,25 @@ class FailAt:
             time.sleep(self.stall_s)
 
 
+def dit_forward(rank: int, parallel: ParallelPlan | None) -> torch.Tensor:
+    """One forward of the tiny expert on a batch of 2 and 27 tokens, plainly or through a parallel context."""
+    from wan_runtime.parallel import ParallelContext
+    from wan_runtime.weights import load_dit
+
+    model = load_dit("synthetic", TINY4, "high", "fp32", "cpu")
+    ctx = None
+    if parallel is not None:
+        ctx = ParallelContext.start(parallel, FP32, TINY4.dit.num_heads, torch.device("cpu"))
+        model.runner = ctx.sequence_runner(model.runner)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 16, 3, 6, 6, generator=gen), torch.randn(2, 20, 3, 6, 6, generator=gen)
+    context = torch.randn(2, 7, TINY4.dit.text_dim, generator=gen)
+    out = model(x, torch.tensor([900.0, 300.0]), context, y)
+    if ctx is not None:
+        ctx.close()
+    return out
+
+
 def timed_generate(rank: int, parallel: ParallelPlan, observer) -> tuple[float, object]:
     """generate() on a rank, returning (seconds, what it raised or returned)."""
     start = time.perf_counter()
@@ -122,6 +141,13 @@ def assert_same_video(run: Run, ref: Run, latent_tol: float = 1e-5) -> None:
 def test_ulysses_on_2_ranks_gives_the_single_process_video(pool2):
     runs = on_ranks(pool2, ParallelPlan(ulysses_size=2))
     assert_same_video(runs[0], reference())
+
+
+def test_ulysses_forward_of_a_batch_of_2_with_uneven_tokens_equals_the_plain_forward(pool2):
+    outs = pool2.run(dit_forward, ParallelPlan(ulysses_size=2))
+    expected = dit_forward(0, None)
+    for out in outs:
+        assert (out - expected).abs().max().item() <= 1e-5
 
 
 def test_only_rank_0_gets_frames(pool2):
@@ -183,6 +209,11 @@ def test_cfg_parallel_times_ulysses_on_4_ranks_gives_the_single_process_video(po
 def test_expert_split_times_cfg_parallel_on_4_ranks_gives_the_single_process_video(pool4):
     split = MemoryPlan(weight_dtype="fp32", experts="split")
     assert_same_video(on_ranks(pool4, ParallelPlan(cfg_parallel=True), split)[0], reference())
+
+
+def test_fsdp_of_each_split_expert_over_its_cfg_pair_gives_the_single_process_video(pool4):
+    split = MemoryPlan(weight_dtype="fp32", experts="split")
+    assert_same_video(on_ranks(pool4, ParallelPlan(cfg_parallel=True, dit_fsdp=True), split)[0], reference())
 
 
 def test_uneven_tokens_and_fsdp_on_4_ranks_give_the_single_process_video(pool4):

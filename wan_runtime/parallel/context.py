@@ -9,7 +9,7 @@ The pipeline asks it four things, and does everything else exactly as a single p
 
 Every rank ends each step with the same velocity and steps its own scheduler with it, so latents,
 scheduler state and generator stay identical everywhere without ever being sent; rank 0 decodes and
-returns the frames. A context of one rank has no process group and makes no collective.
+returns the frames. A context of one rank makes no collective.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class ParallelContext:
         # A torchrun job of one rank sets its process group up too (the launch path is the same);
         # its groups all have one rank, so it makes no collective. A plain process has none.
         owns = ensure_process_group(env, device, timeout) if env.torchrun else False
-        families = {family: layout.groups(family) for family in FAMILIES if family != "world"}
-        families["world"] = [list(range(layout.world_size))]
+        # Process groups only for what the plan uses (NCCL sets a communicator up for each).
+        families = {family: layout.groups(family) for family in FAMILIES if family != "shard" or plan.dit_fsdp}
         backend = "nccl" if device.type == "cuda" else "gloo"
         return cls(plan, layout, env.rank, device, make_groups(families, env.rank, timeout, backend), owns)
 
@@ -89,7 +89,7 @@ class ParallelContext:
         return inner if group.size == 1 else SequenceParallelBlocks(inner, group)
 
     def dit_sharder(self) -> Sharder | None:
-        """FSDP over the ranks that run one expert, under dit_fsdp."""
+        """FSDP over the ranks that run one expert, under dit_fsdp (None otherwise)."""
         return Sharder.over(self.groups["shard"], self.device.type) if self.plan.dit_fsdp else None
 
     def shard_text_encoder(self, model: nn.Module) -> None:

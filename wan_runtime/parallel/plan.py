@@ -122,13 +122,14 @@ class RankLayout:
 
         ulysses: ranks sharing the tokens of one forward; cfg: the cond/uncond pair of one token
         shard; experts: the high/low pair that hands the prediction over; shard: the ranks that run
-        one expert (its FSDP group).
+        one expert (its FSDP group); world: every rank.
         """
         key = {
             "ulysses": lambda c: (c.expert, c.cfg),
             "cfg": lambda c: (c.expert, c.ulysses),
             "experts": lambda c: (c.cfg, c.ulysses),
             "shard": lambda c: (c.expert,),
+            "world": lambda c: (),
         }[family]
         groups: dict[tuple, list[int]] = {}
         for coords in self._all():

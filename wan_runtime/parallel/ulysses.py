@@ -20,7 +20,7 @@ token at most) because all-gather needs equal sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,9 @@ class SequenceParallelBlocks:
 
     inner: BlockRunner
     group: RankGroup
+    # The wrapped attention per (attention functions, token count), so every forward of one video
+    # hands the blocks the same function objects (a compiled block call is not re-specialized).
+    _ops: dict[tuple[AttentionOps, int], AttentionOps] = field(default_factory=dict, repr=False)
 
     def __call__(self, model, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
                  rope: torch.Tensor, ops: AttentionOps) -> torch.Tensor:
@@ -87,8 +90,10 @@ class SequenceParallelBlocks:
         sizes = shard_sizes(tokens, ranks)
         start = sum(sizes[: self.group.index])
         stop = start + sizes[self.group.index]
-        ops = AttentionOps(ulysses_attention(ops.self_attn, self.group, sizes), ops.cross_attn)
-        out = self.inner(model, x[:, start:stop].contiguous(), e0, context, rope[start:stop], ops)
+        key = (ops, tokens)
+        if key not in self._ops:
+            self._ops[key] = AttentionOps(ulysses_attention(ops.self_attn, self.group, sizes), ops.cross_attn)
+        out = self.inner(model, x[:, start:stop].contiguous(), e0, context, rope[start:stop], self._ops[key])
         return gather_tokens(out, sizes, self.group)
 
 
