@@ -56,6 +56,8 @@ class ParallelContext:
         device = rank_device(device, env)
         gpus = torch.cuda.device_count() if device.type == "cuda" else None
         check_launch(plan, memory, num_heads, env.world_size, env.local_world_size, gpus)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # calls without a device (empty_cache, FSDP, NCCL) mean this rank's GPU
         layout = plan.layout(memory)
         timeout = plan.collective_timeout_s
         # A torchrun job of one rank sets its process group up too (the launch path is the same);

@@ -71,7 +71,6 @@ def ensure_process_group(env: LaunchEnv, device: torch.device, timeout_s: float)
     backend = "nccl" if device.type == "cuda" else "gloo"
     options: dict = {}
     if backend == "nccl":
-        torch.cuda.set_device(device)
         options["device_id"] = device  # bind the communicator to this rank's GPU up front
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
                             timeout=timedelta(seconds=timeout_s), **options)
