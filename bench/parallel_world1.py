@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from wan_runtime.memory import MemoryPlan  # noqa: E402
 from wan_runtime.parallel import ParallelPlan  # noqa: E402
-from wan_runtime.parallel.launch import LaunchEnv  # noqa: E402
+from wan_runtime.parallel.launch import LaunchEnv, shutdown  # noqa: E402
 from wan_runtime.pipeline import WanI2V, expert_schedule  # noqa: E402
 from wan_runtime.request import GenerationRequest  # noqa: E402
 
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                      "generate_s": time.perf_counter() - begin})
     env = environment(parallel.device)  # while the process group is up
     parallel.close()
+    shutdown()
 
     reference = runs[0]["frames"]
     max_diff = max(int(np.abs(run["frames"].astype(int) - reference.astype(int)).max()) for run in runs)

@@ -20,7 +20,7 @@ from wan_runtime.errors import ConfigError, WanError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
 from wan_runtime.parallel import ParallelPlan
-from wan_runtime.parallel.launch import LaunchEnv, rank_device
+from wan_runtime.parallel.launch import LaunchEnv, rank_device, shutdown
 from wan_runtime.parallel.plan import check_launch
 from wan_runtime.pipeline import WanI2V
 from wan_runtime.request import GenerationRequest, RefineOptions
@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                            parallel=inv.parallel)
         result = pipe.generate(inv.request, observer=obs)
         pipe.close()
+        shutdown()  # the process group of a torchrun rank (nothing in a single process)
         if not pipe.is_output_rank:
             return 0  # rank 0 writes the video and prints the summary
         path = write_mp4(result.frames, inv.save_file, fps=pipe.cfg.fps)

@@ -161,7 +161,7 @@ class WanI2V:
 
         `parallel` (or `experts="split"`) makes this process one rank of a torchrun job: call `load`
         and `generate` on every rank with the same arguments; the device becomes the rank's GPU, and
-        only rank 0 (`is_output_rank`) gets frames. `close()` releases the process groups.
+        only rank 0 (`is_output_rank`) gets frames. `close()` releases the rank groups.
         """
         obs = observer or NullObserver()
         cfg = get_preset(preset) if isinstance(preset, str) else preset
@@ -199,7 +199,11 @@ class WanI2V:
         return self.parallel is None or self.parallel.is_output_rank
 
     def close(self) -> None:
-        """Release what a parallel run set up (its process groups); a plain pipeline has nothing to release."""
+        """Release the rank groups of a parallel run (a plain pipeline has nothing to release).
+
+        The default process group stays, so the process can load another pipeline;
+        `wan_runtime.parallel.launch.shutdown()` ends it before the process exits.
+        """
         if self.parallel is not None:
             self.parallel.close()
 

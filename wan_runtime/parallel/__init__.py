@@ -2,7 +2,8 @@
 
     pipe = WanI2V.load(source, preset, "cuda", memory, parallel=ParallelPlan(ulysses_size=4))  # every rank
     result = pipe.generate(request)  # every rank; result.frames on rank 0 only (pipe.is_output_rank)
-    pipe.close()                     # releases the process groups
+    pipe.close()                     # releases its rank groups (load another pipeline, or...)
+    shutdown()                       # ...end the process group before the rank exits
 
 Launched with `torchrun --nproc-per-node N`; plan.py (what), launch.py (torchrun and the process
 group), context.py (one rank's part), ulysses.py (the block-runner wrapper), groups.py (collectives
@@ -10,6 +11,7 @@ with errors instead of hangs), fsdp.py (FSDP2 sharding).
 """
 
 from wan_runtime.parallel.context import ParallelContext
+from wan_runtime.parallel.launch import shutdown
 from wan_runtime.parallel.plan import ParallelPlan
 
-__all__ = ["ParallelContext", "ParallelPlan"]
+__all__ = ["ParallelContext", "ParallelPlan", "shutdown"]

@@ -33,14 +33,13 @@ class ParallelContext:
     """This rank's place in a ParallelPlan, its rank groups and its device."""
 
     def __init__(self, plan: ParallelPlan, layout: RankLayout, rank: int, device: torch.device,
-                 groups: dict[str, RankGroup], owns_process_group: bool):
+                 groups: dict[str, RankGroup]):
         self.plan = plan
         self.layout = layout
         self.rank = rank
         self.coords = layout.coords(rank)
         self.device = device
         self.groups = groups
-        self._owns_process_group = owns_process_group
 
     @classmethod
     def start(cls, plan: ParallelPlan, memory: MemoryPlan, num_heads: int, device: torch.device,
@@ -62,11 +61,12 @@ class ParallelContext:
         timeout = plan.collective_timeout_s
         # A torchrun job of one rank sets its process group up too (the launch path is the same);
         # its groups all have one rank, so it makes no collective. A plain process has none.
-        owns = ensure_process_group(env, device, timeout) if env.torchrun else False
+        if env.torchrun:
+            ensure_process_group(env, device, timeout)
         # Process groups only for what the plan uses (NCCL sets a communicator up for each).
         families = {family: layout.groups(family) for family in FAMILIES if family != "shard" or plan.dit_fsdp}
         backend = "nccl" if device.type == "cuda" else "gloo"
-        return cls(plan, layout, env.rank, device, make_groups(families, env.rank, timeout, backend), owns)
+        return cls(plan, layout, env.rank, device, make_groups(families, env.rank, timeout, backend))
 
     # ------------------------------------------------------------ what this rank holds
     @property
@@ -131,13 +131,10 @@ class ParallelContext:
         return pair.broadcast(velocity, source=0 if expert == "high" else 1)
 
     def close(self) -> None:
-        """Release the rank groups (and the default process group when this context set it up)."""
+        """Release this context's rank groups; the default process group stays for the next load (see shutdown)."""
         for group in {id(g.group): g.group for g in self.groups.values() if g.group is not None}.values():
             dist.destroy_process_group(group)
         self.groups = {}
-        if self._owns_process_group and dist.is_initialized():
-            dist.destroy_process_group()
-        self._owns_process_group = False
 
 
 __all__ = ["ParallelContext"]

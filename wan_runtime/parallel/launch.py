@@ -56,10 +56,12 @@ def rank_device(device: torch.device, env: LaunchEnv) -> torch.device:
     return device
 
 
-def ensure_process_group(env: LaunchEnv, device: torch.device, timeout_s: float) -> bool:
-    """Initialise the default process group from torchrun's environment unless one exists; True if created here.
+def ensure_process_group(env: LaunchEnv, device: torch.device, timeout_s: float) -> None:
+    """Initialise the default process group from torchrun's environment unless one exists.
 
     NCCL for CUDA devices, gloo for the CPU; the timeout makes a collective fail instead of hanging.
+    The group lives as long as the process (torchrun's store cannot host a second rendezvous), so
+    pipelines loaded one after another share it; `shutdown()` ends it before the process exits.
     """
     if dist.is_initialized():
         if dist.get_world_size() != env.world_size or dist.get_rank() != env.rank:
@@ -67,14 +69,19 @@ def ensure_process_group(env: LaunchEnv, device: torch.device, timeout_s: float)
                 f"the process group already set up is rank {dist.get_rank()} of {dist.get_world_size()}, "
                 f"but the environment says rank {env.rank} of {env.world_size}"
             )
-        return False
+        return
     backend = "nccl" if device.type == "cuda" else "gloo"
     options: dict = {}
     if backend == "nccl":
         options["device_id"] = device  # bind the communicator to this rank's GPU up front
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
                             timeout=timedelta(seconds=timeout_s), **options)
-    return True
 
 
-__all__ = ["LaunchEnv", "ensure_process_group", "rank_device"]
+def shutdown() -> None:
+    """End the default process group (before a torchrun rank exits; NCCL warns otherwise)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = ["LaunchEnv", "ensure_process_group", "rank_device", "shutdown"]
