@@ -1,7 +1,10 @@
-"""The environment a result was measured in: GPU, driver, CUDA, torch, package versions, git revision.
+"""The environment a result was measured in: GPU, driver, CUDA, torch, threads, host load, versions, git.
 
 Collected inside the worker process (the parent never touches CUDA, so it holds no GPU memory).
-Every field is `env.<name>`; unknown values are None.
+Every field is `env.<name>`; unknown values are None. A CPU timing depends on the threads torch ran
+with and on what else the host was doing, so both are recorded: `env.threads` (set explicitly by
+`set_threads` before any work), the load average and `env.host_busy` (the 1-minute load average
+above the machine's cores when the worker started).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from wan_runtime.threads import apply_threads, usable_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("wanbench", "diffusers", "transformers", "numpy", "torchmetrics", "pydantic", "nvidia-ml-py")
@@ -56,6 +61,36 @@ def _driver_version() -> str | None:
         return None
 
 
+def set_threads(threads: int | None, device: torch.device) -> dict[str, Any]:
+    """Set torch's threads for a worker; the env fields recording what is in effect.
+
+    `threads` None (a suite's default): OMP_NUM_THREADS when set, else the usable cores split evenly among
+    the workers one host may run at once, one per visible GPU for a CUDA suite, one for a CPU suite.
+    """
+    sharing = max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
+    intra, interop = apply_threads(threads, sharing)
+    return {"env.threads": intra, "env.interop_threads": interop}
+
+
+def host_load() -> dict[str, Any]:
+    """The host's load average (1/5/15 min), its cores, and whether it is busier than its cores."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:  # not available on this platform
+        return {"env.load_avg_1m": None, "env.load_avg_5m": None, "env.load_avg_15m": None, "env.host_busy": None}
+    cores = os.cpu_count() or 1
+    return {"env.load_avg_1m": round(one, 2), "env.load_avg_5m": round(five, 2), "env.load_avg_15m": round(fifteen, 2),
+            "env.host_busy": one > cores}
+
+
+def busy_warning(env: dict[str, Any]) -> str | None:
+    """One line to log when the host was busier than its cores (CPU timings are then inflated), else None."""
+    if not env.get("env.host_busy"):
+        return None
+    return (f"warning: host busy: load average {env['env.load_avg_1m']} over {env['env.cpu_count']} cores "
+            f"(running with {env.get('env.threads')} threads); CPU timings of this run are inflated")
+
+
 def collect(device: torch.device) -> dict[str, Any]:
     """Environment fields for result rows; GPU fields describe `device` (None on a CPU run)."""
     env: dict[str, Any] = {
@@ -65,6 +100,7 @@ def collect(device: torch.device) -> dict[str, Any]:
         "env.hostname": socket.gethostname(),
         "env.cpu": _cpu_name(),
         "env.cpu_count": os.cpu_count(),
+        "env.cpu_usable": usable_cores(),
         "env.git_rev": _git("rev-parse", "HEAD"),
         "env.git_dirty": None,
         "env.cuda": torch.version.cuda,
@@ -74,6 +110,7 @@ def collect(device: torch.device) -> dict[str, Any]:
         "env.gpu_count": None,
         "env.driver": None,
     }
+    env.update(host_load())
     status = _git("status", "--porcelain", "--untracked-files=no")
     if status is not None:
         env["env.git_dirty"] = bool(status)

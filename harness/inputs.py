@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from wan_runtime.errors import ConfigError
+from wan_runtime.images import load_image
 from wan_runtime.sizes import parse_size
 
 # scikit-image samples that ship inside the package (no download) and are colour photographs.
@@ -28,10 +29,9 @@ def load_picture(name: str) -> np.ndarray:
         picture = getattr(data, name)()
         return np.ascontiguousarray(picture[..., :3])
     path = Path(name)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"image {name!r} is neither a scikit-image sample {list(SAMPLES)} nor an existing file")
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return np.asarray(load_image(path))  # the runtime's decoder: any mode scaled by its meaning
 
 
 def center_crop_to_aspect(picture: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -1,13 +1,13 @@
-"""The case parameters a suite may set or sweep, derived from the runtime's own value objects.
+"""The case parameters a suite may set or sweep: the runtime's parameter spec plus the benchmark picture.
 
-A case parameter is one of:
-- a `GenerationRequest` field (size, frames, steps, shift, solver, seed, ...), except `image`
-  (the harness prepares the picture, see inputs.py), `execute_steps` (set by `timing`) and
-  `refine` (offered field by field as `refine.<field>`);
-- a `MemoryPlan` field (experts, text_encoder, vae_tiling, weight_dtype, ... whatever the runtime
-  defines: the list is read from `dataclasses.fields(MemoryPlan)`, never written down here);
-- `attention`, the backend name handed to `WanI2V.load`;
-- `image`, the benchmark picture: a scikit-image sample name (`astronaut`, `chelsea`, ...) or a path.
+Every parameter but one is the runtime's (wan_runtime.spec: GenerationRequest fields, `refine.*`,
+`limits.*`, MemoryPlan and LoadOptions fields, whatever the runtime defines), with its checks and
+error texts. The harness adds only what is its own:
+- `image`, the benchmark picture (the harness prepares it, see inputs.py);
+- HARNESS_DEFAULTS: a benchmark must be reproducible, so the seed is fixed instead of random, and
+  every case has the same prompt unless the suite says otherwise.
+`threads` left null runs a worker with the usable cores split among the workers a host may run at
+once (harness.environment.set_threads).
 
 Parameters are flat names, shared verbatim by suites, results and reports.
 """
@@ -15,144 +15,87 @@ Parameters are flat names, shared verbatim by suites, results and reports.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
+from wan_runtime import spec
 from wan_runtime.config import ModelConfig
-from wan_runtime.errors import ConfigError
+from wan_runtime.fields import Param, parameter, params_of
+from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
-from wan_runtime.request import GenerationRequest, RefineOptions
+from wan_runtime.request import GenerationRequest
 from wan_runtime.sizes import geometry, parse_size
-
-Target = Literal["request", "refine", "memory", "load", "input"]
-
-# Request fields the harness owns instead of the suite (see the module docstring).
-_REQUEST_FIELDS_NOT_PARAMETERS = ("image", "execute_steps", "refine")
-
-# Harness defaults that differ from the runtime's: a benchmark must be reproducible, so the seed is
-# fixed instead of random, and every case has the same picture and prompt unless the suite says otherwise.
-HARNESS_DEFAULTS: dict[str, Any] = {
-    "image": "astronaut",
-    "prompt": "An astronaut waves at the camera while the flag behind her moves in the wind",
-    "seed": 42,
-    "attention": "auto",
-}
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """One case parameter: its name, where it goes, its type and its default."""
+class BenchmarkInput:
+    """What the harness feeds a case beside the runtime's parameters."""
 
-    name: str
-    target: Target
-    annotation: Any
-    default: Any
-
-    def validate(self, value: Any) -> Any:
-        """Return `value` coerced to this parameter's type, or raise ValueError saying what is allowed."""
-        if isinstance(value, bool) and not _admits_bool(self.annotation):
-            raise ValueError(f"expected {describe_type(self.annotation)}, got the boolean {value!r}")
-        try:
-            return TypeAdapter(self.annotation).validate_python(value)
-        except ValidationError as exc:
-            messages = "; ".join(err["msg"] for err in exc.errors())
-            raise ValueError(f"{messages} (got {value!r})") from None
+    image: str = parameter("astronaut", "the benchmark picture: a scikit-image sample name (astronaut, chelsea, "
+                           "...) or a path; it is resized to the case's size")
 
 
-def describe_type(annotation: Any) -> str:
-    """A short human description of a type annotation ("one of 'a', 'b'", "int or null")."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else describe_type(a) for a in typing.get_args(annotation))
-    return getattr(annotation, "__name__", str(annotation))
+# Harness defaults that differ from the runtime's (see the module docstring).
+HARNESS_DEFAULTS: dict[str, Any] = {
+    "prompt": "An astronaut waves at the camera while the flag behind her moves in the wind",
+    "seed": 42,
+}
 
 
-def _admits_bool(annotation: Any) -> bool:
-    if annotation is bool:
-        return True
-    return any(_admits_bool(a) for a in typing.get_args(annotation))
-
-
-def _dataclass_params(cls: type, target: Target, prefix: str = "", skip: tuple[str, ...] = ()) -> list[ParamSpec]:
-    hints = typing.get_type_hints(cls)
-    specs = []
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
-        specs.append(ParamSpec(prefix + f.name, target, hints[f.name], default))
-    return specs
-
-
-def catalog() -> dict[str, ParamSpec]:
-    """Every case parameter by name, read from GenerationRequest, RefineOptions and MemoryPlan."""
-    specs = [
-        ParamSpec("image", "input", str, HARNESS_DEFAULTS["image"]),
-        ParamSpec("attention", "load", str, HARNESS_DEFAULTS["attention"]),
-        *_dataclass_params(GenerationRequest, "request", skip=_REQUEST_FIELDS_NOT_PARAMETERS),
-        *_dataclass_params(RefineOptions, "refine", prefix="refine."),
-        *_dataclass_params(MemoryPlan, "memory"),
-    ]
-    out: dict[str, ParamSpec] = {}
-    for spec in specs:
-        if spec.name in out:  # a runtime change made two value objects share a field name
-            raise ConfigError(
-                f"case parameter {spec.name!r} is defined by both {out[spec.name].target} and {spec.target}; "
-                "rename one of the runtime fields so suites stay unambiguous"
-            )
-        if spec.name in HARNESS_DEFAULTS:
-            spec = dataclasses.replace(spec, default=HARNESS_DEFAULTS[spec.name])
-        out[spec.name] = spec
+@functools.lru_cache(maxsize=None)
+def _catalog() -> dict[str, Param]:
+    out = {p.name: dataclasses.replace(p, target="input") for p in params_of(BenchmarkInput)}
+    for name, param in spec.catalog().items():
+        out[name] = dataclasses.replace(param, default=HARNESS_DEFAULTS[name]) if name in HARNESS_DEFAULTS else param
     return out
 
 
+def catalog() -> dict[str, Param]:
+    """Every case parameter by name: `image`, then the runtime's spec with the harness's defaults."""
+    return dict(_catalog())
+
+
 def defaults() -> dict[str, Any]:
-    """The value of every parameter a suite leaves out (MISSING ones must be set: none today)."""
-    return {name: spec.default for name, spec in catalog().items() if spec.default is not dataclasses.MISSING}
+    """The value of every parameter a suite leaves out."""
+    return {name: p.default for name, p in _catalog().items() if not p.required}
 
 
 def required() -> list[str]:
-    """Parameters without a default (the runtime's required request fields other than image)."""
-    return [name for name, spec in catalog().items() if spec.default is dataclasses.MISSING]
+    """Parameters without a default (none: the harness gives the prompt)."""
+    return [name for name, p in _catalog().items() if p.required]
 
 
-def memory_param_names() -> tuple[str, ...]:
-    """Names of the MemoryPlan fields, in the runtime's order."""
-    return tuple(f.name for f in dataclasses.fields(MemoryPlan))
+def coerce(name: Any, value: Any) -> Any:
+    """One parameter's value converted and checked, or a ConfigError with the runtime's text."""
+    if not isinstance(name, str) or name not in _catalog():
+        raise spec.unknown_parameter(name, _catalog())
+    return _catalog()[name].coerce(value)
+
+
+def load_param_names() -> tuple[str, ...]:
+    """Parameters fixed when a pipeline loads (memory plan, attention, threads, ...): a process group's key."""
+    return spec.load_names()
 
 
 def build_memory_plan(params: dict[str, Any]) -> MemoryPlan:
     """The MemoryPlan of a case (its constructor checks the values)."""
-    return MemoryPlan(**{name: params[name] for name in memory_param_names() if name in params})
+    return spec.build(MemoryPlan, params)
+
+
+def build_load_options(params: dict[str, Any]) -> LoadOptions:
+    """The LoadOptions of a case (attention backend, threads)."""
+    return spec.build(LoadOptions, params)
 
 
 def build_request(params: dict[str, Any], image: Any, execute_steps: frozenset[int] | None = None) -> GenerationRequest:
     """The GenerationRequest of a case, with the prepared picture and the steps to execute."""
-    specs = catalog()
-    request_kw = {n: v for n, v in params.items() if n in specs and specs[n].target == "request"}
-    refine_kw = {n.split(".", 1)[1]: v for n, v in params.items() if n in specs and specs[n].target == "refine"}
-    return GenerationRequest(
-        image=image, refine=RefineOptions(**refine_kw), execute_steps=execute_steps, **request_kw
-    )
+    return spec.build(GenerationRequest, params, image=image, execute_steps=execute_steps)
 
 
 def check_case(params: dict[str, Any], config: ModelConfig) -> None:
     """Raise ConfigError (the runtime's own message) when a parameter combination cannot run."""
-    from wan_runtime.attention import check_backend_name
-
-    check_backend_name(params["attention"])
-    build_memory_plan(params)
+    spec.check_together(params)
     width, height = parse_size(params["size"])  # the benchmark picture has the size's own aspect
     request = build_request(params, image=None)
     geometry(request.size, request.frames, width, height, config.vae_stride, config.patch_size, request.size_rule)

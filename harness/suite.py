@@ -408,15 +408,11 @@ def _check_model(spec: SuiteSpec, problems: _Problems) -> None:
 
 
 def _check_param(name: Any, value: Any, loc: Loc, problems: _Problems) -> tuple[bool, Any]:
-    """Validate one parameter name and value; (ok, coerced value)."""
-    specs = P.catalog()
-    if name not in specs:
-        problems.add(loc, f"unknown parameter {name!r}; {_did_you_mean(name, specs)}allowed: {', '.join(specs)}")
-        return False, None
+    """Validate one parameter name and value (the runtime spec's checks and texts); (ok, coerced value)."""
     try:
-        return True, specs[name].validate(value)
-    except ValueError as exc:
-        problems.add(loc, f"{name}: {exc}; allowed: {P.describe_type(specs[name].annotation)}")
+        return True, P.coerce(name, value)
+    except ConfigError as exc:
+        problems.add(loc, str(exc))
         return False, None
 
 
@@ -449,7 +445,7 @@ def _check_sweep(sweep: dict[str, Any], problems: _Problems):
             continue
         loc = ("sweep", name)
         if name not in P.catalog():
-            _check_param(name, None, loc, problems)
+            _check_param(name, None, loc, problems)  # reports the unknown name
             continue
         if not isinstance(values, list) or not values:
             problems.add(loc, f"a sweep axis is a non-empty list of values, got {values!r} "
@@ -555,8 +551,8 @@ def _resolve_references(
 
 
 def _group_labels(cases: list[dict[str, Any]]) -> list[str]:
-    """Label of each case's process group: the load-time parameters (attention + memory plan) that vary."""
-    load_names = ["attention", *P.memory_param_names()]
+    """Label of each case's process group: the load-time parameters (memory plan, load options) that vary."""
+    load_names = P.load_param_names()
     keys = [tuple(P.format_value(c[n]) for n in load_names) for c in cases]
     varying = [i for i in range(len(load_names)) if len({key[i] for key in keys}) > 1]
     return [",".join(f"{load_names[i]}={key[i]}" for i in varying) or "all" for key in keys]

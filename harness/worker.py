@@ -114,9 +114,12 @@ class Worker:
     # ------------------------------------------------------------ the job
     def run(self) -> None:
         """Load the pipeline, run every case until one fails; report each row."""
+        threads = environment.set_threads(self.job.cases[0].params.get("threads"), self.device)  # before any work
         if self.cuda:
             torch.cuda.set_device(self.device)
-        self.env = environment.collect(self.device)
+        self.env = environment.collect(self.device) | threads
+        if warning := environment.busy_warning(self.env):
+            print(warning, file=sys.stderr, flush=True)  # the group's log
         cuda_index = (self.device.index or 0) if self.cuda else None
         self.sampler = NvmlSampler(cuda_index).start()
         self.probe = Probe(self.device, sink=self._probe_event)

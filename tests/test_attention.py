@@ -145,3 +145,20 @@ def test_resolve_ops_pairs_self_and_cross_backends():
     torch.testing.assert_close(ops.self_attn(q, k, v), ops.cross_attn(q, k, v), atol=1e-5, rtol=1e-5)
     with pytest.raises(BackendUnavailableError, match="'cudnn'"):
         resolve_ops("math", "cudnn", "cpu")
+
+
+def test_every_backend_name_of_the_load_option_is_implemented():
+    from typing import get_args
+
+    from wan_runtime.load_options import AttentionBackend
+
+    assert get_args(AttentionBackend) == BACKENDS == tuple(REGISTRY)
+
+
+def test_an_unknown_backend_name_gets_the_spec_text_with_a_suggestion():
+    from wan_runtime.attention import check_backend_name
+    from wan_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"attention='flsh': not a known value \(did you mean 'flash'\?\)"):
+        check_backend_name("flsh")
+

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from wan_runtime.cli import build_parser, main, resolve
+from wan_runtime import cli, spec
+from wan_runtime.cli import PARAM_FLAGS, build_parser, main, resolve
 from wan_runtime.errors import ConfigError
 from wan_runtime.video_io import read_mp4
 
@@ -124,5 +128,122 @@ def test_cli_reports_missing_checkpoint_part(image_path, tmp_path, capsys):
 
 
 def test_explicit_zero_steps_is_refused_not_replaced_by_the_default():
-    with pytest.raises(ConfigError, match="steps must be >= 1"):
+    with pytest.raises(ConfigError, match=r"steps=0: too small; allowed: an integer >= 1"):
         parse("--sample_steps", "0")
+
+
+# ------------------------------------------------------------------ checked against the spec, fast, one line
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """wan-generate in a fresh interpreter, which then prints the heavy modules it had imported."""
+    code = ("import sys\nfrom wan_runtime.cli import main\ntry:\n    code = main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    code = e.code\nheavy = [m for m in ('torch', 'diffusers', 'transformers', 'numpy', 'PIL') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\nsys.exit(code)")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_imports_no_heavy_module():
+    done = run_cli("--help")
+    assert done.returncode == 0 and "--size_rule" in done.stdout
+    assert "HEAVY []" in done.stdout
+
+
+@pytest.mark.parametrize("bad", [["--sample_guide_scale", "nan"], ["--base_seed", str(2**70)], ["--device", "tpu"],
+                                 ["--sample_steps", "abc"], ["--frame_num", "100001"]])
+def test_an_argument_error_is_one_line_exit_2_before_any_heavy_import(bad):
+    done = run_cli("--image", "in.png", "--prompt", "p", "--weights", "synthetic", *bad)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1  # no usage block, no tokenizer warning, no traceback
+    assert "HEAVY []" in done.stdout
+
+
+def test_help_defaults_come_from_the_dataclasses():
+    text = " ".join(build_parser().format_help().split())
+    for _, name in PARAM_FLAGS:
+        default = spec.lookup(name).default
+        if default not in (None, dataclasses.MISSING):
+            assert f"(default: {json.dumps(default)})" in text, name
+
+
+def test_choices_in_help_come_from_the_value_objects():
+    text = build_parser().format_help()
+    assert "{resident,stream}" in text and "{pinned,pageable}" in text and "{exact,official}" in text
+    assert "{a14b,tiny}" in text
+
+
+def test_nan_guidance_names_the_flag_and_the_parameter():
+    with pytest.raises(ConfigError, match=r"^--sample_guide_scale: guide_scale_high=nan: not a finite number"):
+        parse("--sample_guide_scale", "nan")
+
+
+def test_a_seed_beyond_torch_is_refused_with_the_range():
+    with pytest.raises(ConfigError, match="from -1 to 18446744073709551615"):
+        parse("--base_seed", str(2**70))
+
+
+def test_steps_above_the_ceiling_pass_with_max_steps():
+    with pytest.raises(ConfigError, match="--max_steps"):
+        parse("--sample_steps", "1500")
+    assert parse("--sample_steps", "1500", "--max_steps", "2000").request.steps == 1500
+
+
+def test_size_rule_reaches_the_request():
+    assert parse().request.size_rule == "exact"
+    assert parse("--size_rule", "official").request.size_rule == "official"
+
+
+def test_threads_reach_the_load_options():
+    assert parse("--threads", "3").load.threads == 3
+    assert parse().load.threads is None  # the default: OMP_NUM_THREADS, else the usable cores
+
+
+def test_a_value_from_the_configuration_file_names_its_key(tmp_path):
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"diffusion": {"guidance_scale": 1e400}}))  # JSON reads it as inf
+    with pytest.raises(ConfigError, match=r"^--config diffusion.guidance_scale: guide_scale_high=inf"):
+        parse("--config", str(conf))
+
+
+def _config_path(tmp_path, kind: str):
+    if kind == "folder":
+        return tmp_path
+    path = tmp_path / f"{kind}.json"
+    if kind == "latin1":
+        path.write_bytes('{"x": "caf\xe9"}'.encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [("folder", "is a folder"), ("missing", "file not found"),
+                                            ("latin1", "not UTF-8 text")])
+def test_an_unusable_configuration_file_is_one_line(tmp_path, capsys, kind, expected):
+    config = _config_path(tmp_path, kind)
+    code = main(["--image", "in.png", "--prompt", "p", "--weights", "synthetic", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_cuda_without_cuda_is_one_line_naming_the_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_cuda_available", lambda: False)
+    assert main(["--image", "in.png", "--prompt", "p", "--weights", "synthetic", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "sees no CUDA device" in err and "--device cpu" in err and len(err.strip().splitlines()) == 1
+
+
+def _crash(*_args, **_kwargs):
+    raise RuntimeError("something inside broke\nacross two lines")
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys, image_path):
+    monkeypatch.setattr(cli, "generate", _crash)
+    code = main(["--image", str(image_path), "--prompt", "p", "--weights", "synthetic", "--device", "cpu",
+                 "--preset", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip() == ("wan-generate: unexpected RuntimeError: something inside broke across two lines; "
+                           "rerun with --debug for the traceback")
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys, image_path):
+    monkeypatch.setattr(cli, "generate", _crash)
+    main(["--image", str(image_path), "--prompt", "p", "--weights", "synthetic", "--device", "cpu", "--preset", "tiny",
+          "--debug"])
+    assert "Traceback (most recent call last)" in capsys.readouterr().err

@@ -171,15 +171,8 @@ def test_missing_image_is_a_clear_error(pipe, tmp_path):
         pipe.generate(request(tmp_path / "nope.png"))
 
 
-def test_unreadable_image_is_a_clear_error(pipe, tmp_path):
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not a png")
-    with pytest.raises(ConfigError, match="could not be read"):
-        pipe.generate(request(bad))
-
-
 def test_steps_below_one_are_refused(image):
-    with pytest.raises(ConfigError, match="steps must be >= 1"):
+    with pytest.raises(ConfigError, match=r"steps=0: too small; allowed: an integer >= 1"):
         request(image, steps=0)
 
 

@@ -13,7 +13,6 @@ limited to the long self-attention while the short cross-attention stays exact.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
@@ -23,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from wan_runtime.errors import BackendUnavailableError, ConfigError
+from wan_runtime.errors import BackendUnavailableError
+from wan_runtime.load_options import LoadOptions
 
 
 class AttentionFn(Protocol):
@@ -130,10 +130,11 @@ def _flash_attn(module: ModuleType, q, k, v) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out  # some FlashAttention-3 builds add softmax_lse
 
 
-AttentionBackend = SdpaBackend | PackageBackend
+Backend = SdpaBackend | PackageBackend
 
-# The registry: every backend by name, in the order they are listed to users.
-_REGISTERED: tuple[AttentionBackend, ...] = (
+# The registry: every backend by name, in the order they are listed to users. The names are the
+# load option's vocabulary (load_options.AttentionBackend); a test keeps the two equal.
+_REGISTERED: tuple[Backend, ...] = (
     SdpaBackend("auto", None, cuda_only=False),
     SdpaBackend("cudnn", SDPBackend.CUDNN_ATTENTION, cuda_only=True),
     SdpaBackend("flash", SDPBackend.FLASH_ATTENTION, cuda_only=True),
@@ -156,7 +157,7 @@ _REGISTERED: tuple[AttentionBackend, ...] = (
         lambda module, q, k, v: module.sageattn(q, k, v, tensor_layout="NHD", is_causal=False),
     ),
 )
-REGISTRY: MappingProxyType[str, AttentionBackend] = MappingProxyType({b.name: b for b in _REGISTERED})
+REGISTRY: MappingProxyType[str, Backend] = MappingProxyType({b.name: b for b in _REGISTERED})
 BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 
@@ -166,11 +167,7 @@ BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 def check_backend_name(name: str) -> None:
     """Raise ConfigError for a backend name that does not exist, suggesting the closest one."""
-    if name in REGISTRY:
-        return
-    close = difflib.get_close_matches(str(name), BACKENDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"unknown attention backend {name!r}{hint}; known backends: {list(BACKENDS)}")
+    LoadOptions(attention=name)  # the parameter spec's own check and error text
 
 
 def available_backends(device: torch.device | str) -> list[str]:

@@ -1,30 +1,41 @@
-"""`wan-generate`: the official generate.py flags (plus the aliases users know) on top of WanI2V."""
+"""`wan-generate`: the official generate.py flags (plus the aliases users know) on top of WanI2V.
+
+Every argument is checked against the runtime's parameter spec (wan_runtime/spec.py) before
+anything heavy loads: torch, diffusers and transformers are imported only once the command is known
+to be valid, so `--help` and argument errors answer at once. Types, defaults, choices and help of
+the flags that set one parameter come from the spec; the official flags that stand for a memory
+strategy (--offload_model, --t5_cpu, --convert_model_dtype) map onto the plan here.
+Errors are one line on stderr (exit 2 for bad input, 1 for an unexpected failure); `--debug` adds
+the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from wan_runtime.config import get_preset
-from wan_runtime.errors import ConfigError, WanError
+from wan_runtime import spec
+from wan_runtime.config import PRESETS
+from wan_runtime.errors import ConfigError, ParameterError, WanError
+from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
-from wan_runtime.parallel import ParallelPlan
-from wan_runtime.parallel.launch import LaunchEnv, rank_device, shutdown
-from wan_runtime.parallel.plan import check_launch
-from wan_runtime.pipeline import WanI2V
-from wan_runtime.request import GenerationRequest, RefineOptions
-from wan_runtime.video_io import write_mp4
+from wan_runtime.parallel.launch import LaunchEnv
+from wan_runtime.parallel.plan import ParallelPlan, check_launch
+from wan_runtime.request import GenerationRequest
+
+PROG = "wan-generate"
 
 
 # ------------------------------------------------------------------ configuration.json
@@ -58,12 +69,22 @@ class ConfigurationFile(_Strict):
 
 def read_configuration(path: Path) -> ConfigurationFile:
     """Parse and validate a configuration.json; errors name the file and the key."""
+    path = Path(path)
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"--config {path}: file not found") from None
+        raise ConfigError(f"--config {path}: file not found; give the path of a configuration.json") from None
+    except IsADirectoryError:
+        inside = path / "configuration.json"
+        hint = f"did you mean --config {inside}?" if inside.is_file() else "give the configuration.json file"
+        raise ConfigError(f"--config {path} is a folder; {hint}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+    except (OSError, RecursionError) as exc:
+        raise ConfigError(f"--config {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         return ConfigurationFile.model_validate(raw)
     except ValidationError as exc:
@@ -72,6 +93,39 @@ def read_configuration(path: Path) -> ConfigurationFile:
 
 
 # ------------------------------------------------------------------ argument parsing
+# Flags that set one parameter of the spec (flag and aliases -> parameter): type, choices, default
+# and help come from the runtime's value objects.
+PARAM_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("--size",), "size"),
+    (("--frame_num",), "frames"),
+    (("--prompt",), "prompt"),
+    (("--negative_prompt",), "negative_prompt"),
+    (("--base_seed",), "seed"),
+    (("--sample_solver",), "solver"),
+    (("--sample_steps", "--num_inference_steps"), "steps"),
+    (("--sample_shift",), "shift"),
+    (("--size_rule",), "size_rule"),
+    (("--max_steps",), "limits.max_steps"),
+    (("--max_frames",), "limits.max_frames"),
+    (("--max_side",), "limits.max_side"),
+    (("--vae_tile_size",), "vae_tiling"),
+    (("--dit_blocks",), "dit_blocks"),
+    (("--prefetch_blocks",), "prefetch_blocks"),
+    (("--host_memory",), "host_memory"),
+    (("--vram_budget_gib",), "vram_budget_gib"),
+    (("--attention",), "attention"),
+    (("--threads",), "threads"),
+    (("--ulysses_size",), "ulysses_size"),
+    (("--collective_timeout_s",), "collective_timeout_s"),
+)
+# Switches (store_true) that set a true/false parameter of the spec.
+SWITCHES: tuple[tuple[str, str], ...] = (
+    ("--t5_fsdp", "t5_fsdp"),
+    ("--dit_fsdp", "dit_fsdp"),
+    ("--cfg_parallel", "cfg_parallel"),
+)
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True
@@ -80,61 +134,61 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
+def _add_param_flag(parser: argparse.ArgumentParser, flags: tuple[str, ...], name: str, required: bool) -> None:
+    param = spec.lookup(name)
+    kwargs: dict[str, Any] = {"dest": name, "default": None, "required": required}
+    if param.choices:
+        kwargs["metavar"] = "{" + ",".join(param.choices) + "}"  # the spec checks the value (did you mean)
+    elif param.kind in (int, float):
+        kwargs["type"] = param.kind
+        kwargs["metavar"] = "N" if param.kind is int else "X"
+    shown = param.default not in (MISSING, None)  # a null default is explained by the doc
+    help_text = param.doc + (f" (default: {json.dumps(param.default)})" if shown else "")
+    parser.add_argument(*flags, help=help_text.replace("%", "%%"), **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with an error in one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The wan-generate argument parser (official flags first, then aliases and extensions)."""
-    p = argparse.ArgumentParser(
-        prog="wan-generate",
+    p = _Parser(
+        prog=PROG,
         description="Generate a video with Wan2.2-I2V-A14B (or the tiny preset) from an image and a prompt.",
     )
     # Defaults are None so a configuration file can fill what the command line leaves out.
     p.add_argument("--task", default="i2v-A14B", help="only i2v-A14B is supported")
-    p.add_argument("--size", default=None, help="W*H max area (1280*720, 720*1280, 832*480, 480*832, or custom "
-                   "multiples of 16) or 480p/720p; the image's aspect is kept. Default 1280*720")
-    p.add_argument("--frame_num", type=int, default=None, help="4n+1 frames (default 81)")
     p.add_argument("--ckpt_dir", type=Path, default=None, help="checkpoint folder (official or Diffusers layout)")
     p.add_argument("--image", required=True, help="input image (PNG/JPEG)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--negative_prompt", default="", help="empty -> the official default negative prompt")
-    p.add_argument("--base_seed", type=int, default=-1, help="-1 picks a random seed (printed)")
-    p.add_argument("--sample_solver", choices=["unipc", "dpm++"], default="unipc")
-    p.add_argument("--sample_steps", "--num_inference_steps", dest="sample_steps", type=int, default=None)
-    p.add_argument("--sample_shift", type=float, default=None, help="default 5.0 (3.0 suggested for 480p)")
+    for flags, name in PARAM_FLAGS:
+        _add_param_flag(p, flags, name, required=name == "prompt")
     p.add_argument("--sample_guide_scale", "--guidance_scale", dest="sample_guide_scale", default=None,
-                   help="one value for both experts, or LOW,HIGH as the official tuple order")
+                   help="one value for both experts, or LOW,HIGH as the official tuple order (default: "
+                        f"{spec.lookup('guide_scale_low').default},{spec.lookup('guide_scale_high').default})")
     p.add_argument("--offload_model", type=_bool, default=None,
                    help="True: only the active expert on the GPU, T5 back to CPU after encoding "
-                        "(default True, as upstream on one GPU)")
-    p.add_argument("--convert_model_dtype", action="store_true", help="run the experts in bf16")
+                        "(default True on a GPU, as upstream on one GPU)")
+    p.add_argument("--convert_model_dtype", action="store_true", help="run the experts in bf16 (default fp32)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
-    p.add_argument("--t5_fsdp", action="store_true", help="shard the text encoder over the ranks (FSDP2)")
-    p.add_argument("--dit_fsdp", action="store_true", help="shard each expert over its ranks (FSDP2)")
-    p.add_argument("--ulysses_size", type=int, default=1,
-                   help="sequence-parallel degree: ranks that split every forward's tokens (under torchrun)")
-    p.add_argument("--cfg_parallel", action="store_true",
-                   help="conditional and unconditional forwards on different ranks (doubles the ranks)")
+    for flag, name in SWITCHES:
+        p.add_argument(flag, dest=name, action="store_true", help=spec.lookup(name).doc + " (under torchrun)")
     p.add_argument("--save_file", type=Path, default=None, help="output mp4 (default: a name from the prompt)")
     p.add_argument("--single_expert", action="store_true", help="the low-noise expert for every step")
     p.add_argument("--enable_refiner", action="store_true",
                    help="480p pass, upscale, re-noise, finish at the target with the low-noise expert")
     p.add_argument("--config", type=Path, default=None, help="configuration.json (flags win over it)")
-    p.add_argument("--preset", choices=["a14b", "tiny"], default="a14b")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="a14b")
     p.add_argument("--weights", choices=["synthetic"], default=None,
                    help="synthetic: seeded random weights at the real shapes, no checkpoint needed")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--attention", default="auto", help="attention backend (auto, cudnn, flash, efficient, math, ...)")
-    p.add_argument("--vae_tile_size", type=int, default=None, help="VAE spatial tile in pixels (default: off)")
-    p.add_argument("--dit_blocks", choices=["resident", "stream"], default="resident",
-                   help="stream: the active expert's blocks stay in pinned host memory and are copied to the GPU "
-                        "ahead of the compute (implies --offload_model True)")
-    p.add_argument("--prefetch_blocks", type=int, default=2, help="blocks copied ahead under --dit_blocks stream")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--fp8", action="store_true",
                    help="store the experts' block weights as scaled fp8 (e4m3), compute in bf16")
-    p.add_argument("--host_memory", choices=["pinned", "pageable"], default="pinned",
-                   help="how offloaded experts are held on the host: pinned (fast switches, both experts in RAM) "
-                        "or pageable (as upstream)")
-    p.add_argument("--vram_budget_gib", type=float, default=None,
-                   help="cap this process's GPU memory (e.g. 24 to behave like an RTX 4090); CUDA only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p
 
 
@@ -146,93 +200,158 @@ class Invocation:
     preset: str
     device: str
     memory: MemoryPlan
-    attention: str
+    load: LoadOptions
     request: GenerationRequest
     save_file: Path
-    parallel: ParallelPlan | None = None  # None: a single process (no torchrun)
+    parallel: ParallelPlan | None = None  # None: a single process, not started by torchrun
     rank: int = 0
 
 
 def resolve(args: argparse.Namespace) -> Invocation:
-    """Combine flags, configuration file and upstream defaults; refuse what is not supported."""
+    """Combine flags, configuration file and defaults; check every value against the parameter spec.
+
+    torch is imported (on a CUDA build) only to see whether there is a GPU, once every value has passed.
+    """
     if args.task != "i2v-A14B":
         raise ConfigError(f"--task {args.task!r} is not supported; this runtime implements i2v-A14B only")
     if (args.ckpt_dir is None) == (args.weights is None):
         raise ConfigError("give exactly one of --ckpt_dir DIR (a checkpoint) or --weights synthetic")
+    if args.enable_refiner and args.single_expert:
+        raise ConfigError("--enable_refiner and --single_expert exclude each other; pick one")
+    if args.device is not None:
+        _named("--device", spec.check_device_name, args.device)
     conf = read_configuration(args.config) if args.config else ConfigurationFile()
     if conf.vae.compression_ratio is not None and conf.vae.compression_ratio != "4x16x16":
         raise ConfigError(
             f"--config vae.compression_ratio {conf.vae.compression_ratio!r}: this model's VAE + patching "
             "compresses 4x16x16 (time x height x width); set it to \"4x16x16\" or remove the key"
         )
-    size = args.size or conf.resolution.target or "1280*720"
-    steps = _first_given(args.sample_steps, conf.diffusion.num_inference_steps, 40)
-    shift = args.sample_shift if args.sample_shift is not None else 5.0
-    guide_low, guide_high = _guidance(args.sample_guide_scale, conf.diffusion.guidance_scale)
-    anti_alias = conf.resolution.anti_aliasing if conf.resolution.anti_aliasing is not None else True
-    refine = RefineOptions(
-        scale_factor=conf.resolution.scale_factor or 1.5,
-        anti_aliasing=anti_alias,
-    )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    launch = LaunchEnv.read()  # torchrun's ranks; a single process is rank 0 of 1
-    device = str(rank_device(torch.device(device), launch))
+
+    given: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def put(name: str, value: Any, source: str) -> None:  # the first source to give a value wins
+        if value is not None and name not in given:
+            given[name], sources[name] = value, source
+
+    for flags, name in PARAM_FLAGS:
+        put(name, getattr(args, name), flags[0])
+    for flag, name in SWITCHES:
+        put(name, True if getattr(args, name) else None, flag)
+    if args.sample_guide_scale is not None:
+        low, high = _guidance(args.sample_guide_scale)
+        put("guide_scale_low", low, "--sample_guide_scale")
+        put("guide_scale_high", high, "--sample_guide_scale")
+    put("mode", "refine" if args.enable_refiner else None, "--enable_refiner")
+    put("mode", "single_expert" if args.single_expert else None, "--single_expert")
+    for name, value, key in (
+        ("size", conf.resolution.target, "resolution.target"),
+        ("refine.scale_factor", conf.resolution.scale_factor, "resolution.scale_factor"),
+        ("refine.anti_aliasing", conf.resolution.anti_aliasing, "resolution.anti_aliasing"),
+        ("output_anti_aliasing", conf.resolution.anti_aliasing, "resolution.anti_aliasing"),
+        ("vae_tiling", conf.vae.tile_size, "vae.tile_size"),
+        ("steps", conf.diffusion.num_inference_steps, "diffusion.num_inference_steps"),
+        ("guide_scale_low", conf.diffusion.guidance_scale, "diffusion.guidance_scale"),
+        ("guide_scale_high", conf.diffusion.guidance_scale, "diffusion.guidance_scale"),
+    ):
+        put(name, value, f"--config {key}")
+    put("weight_dtype", "fp8" if args.fp8 else ("bf16" if args.convert_model_dtype else "fp32"), "--fp8")
+
     offload = args.offload_model
-    if offload is None:  # as upstream: offload on one GPU, not when several share the work
-        offload = (device.startswith("cuda") and launch.world_size == 1) or args.dit_blocks == "stream"
-    memory = MemoryPlan(
-        experts="swap" if offload else "resident",
-        text_encoder="cpu" if args.t5_cpu else ("offload_after" if offload else "gpu"),
-        vae_tiling=args.vae_tile_size or conf.vae.tile_size,
-        weight_dtype="fp8" if args.fp8 else ("bf16" if args.convert_model_dtype else "fp32"),
-        dit_blocks=args.dit_blocks,
-        prefetch_blocks=args.prefetch_blocks,
-        host_memory=args.host_memory,
-        vram_budget_gib=args.vram_budget_gib,
-    )
-    parallel = ParallelPlan(ulysses_size=args.ulysses_size, cfg_parallel=args.cfg_parallel,
-                            dit_fsdp=args.dit_fsdp, t5_fsdp=args.t5_fsdp)
-    check_launch(parallel, memory, get_preset(args.preset).dit.num_heads, launch.world_size,
-                 launch.local_world_size, torch.cuda.device_count() if device.startswith("cuda") else None)
-    mode = "refine" if args.enable_refiner else ("single_expert" if args.single_expert else "both")
-    if args.enable_refiner and args.single_expert:
-        raise ConfigError("--enable_refiner and --single_expert exclude each other; pick one")
-    request = GenerationRequest(
-        image=args.image,
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        size=size,
-        frames=_first_given(args.frame_num, 81),
-        steps=steps,
-        shift=shift,
-        guide_scale_high=guide_high,
-        guide_scale_low=guide_low,
-        solver=args.sample_solver,
-        seed=args.base_seed,
-        mode=mode,
-        refine=refine,
-        output_anti_aliasing=anti_alias,
-    )
-    save = args.save_file or Path(f"{args.task}_{size.replace('*', 'x')}_{_slug(args.prompt)}.mp4")
+    if offload is None and given.get("dit_blocks") == "stream":
+        offload = True
+    # Upstream offloads on a GPU. Whether the default device is one may need torch, so every value is
+    # checked first with offloading assumed (the plan's rules hold either way) and the plan settled after.
+    values = _named_by(sources, spec.validate, given | _offload_values(args, offload is not False))
+    device = args.device
+    if device is None:
+        device = "cuda" if _cuda_available() else "cpu"
+    else:
+        _check_cuda(device)
+    launch = LaunchEnv.read()  # torchrun's ranks; a single process is rank 0 of 1
+    if device.startswith("cuda") and launch.torchrun:
+        device = f"cuda:{launch.local_rank}"  # each rank on its own GPU
+    if offload is None:  # as upstream: offload on one GPU, not when several GPUs share the work
+        values |= _offload_values(args, device.startswith("cuda") and launch.world_size == 1)
+
+    request = spec.build(GenerationRequest, values, image=args.image)
+    memory = spec.build(MemoryPlan, values)
+    parallel = spec.build(ParallelPlan, values)
+    check_launch(parallel, memory, PRESETS[args.preset].dit.num_heads, launch.world_size, launch.local_world_size,
+                 _gpu_count() if device.startswith("cuda") else None)
+    save = args.save_file or Path(f"{args.task}_{request.size.replace('*', 'x')}_{_slug(request.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
-    return Invocation(source, args.preset, device, memory, args.attention, request, save,
+    return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save,
                       parallel if launch.torchrun else None, launch.rank)
 
 
-def _first_given(*values):
-    """The first value that is not None (so an explicit 0 reaches validation instead of a default)."""
-    return next(v for v in values if v is not None)
+def _offload_values(args: argparse.Namespace, offload: bool) -> dict[str, str]:
+    """The plan fields the official --offload_model and --t5_cpu stand for."""
+    return {
+        "experts": "swap" if offload else "resident",
+        "text_encoder": "cpu" if args.t5_cpu else ("offload_after" if offload else "gpu"),
+    }
 
 
-def _guidance(flag: str | None, conf_value: float | None) -> tuple[float, float]:
-    if flag is None:
-        value = conf_value if conf_value is not None else 3.5
-        return value, value
+def _named(source: str, check: Callable[..., Any], *args: Any) -> Any:
+    """`check(*args)`, its ConfigError prefixed with the flag or key the value came from."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _named_by(sources: dict[str, str], check: Callable[..., Any], *args: Any) -> Any:
+    """`check(*args)`; a ParameterError is prefixed with the flag or configuration key that set the value."""
+    try:
+        return check(*args)
+    except ParameterError as exc:
+        if exc.key in sources:
+            raise ParameterError(exc.key, f"{sources[exc.key]}: {exc}") from None
+        raise
+
+
+def _cpu_build_of_torch() -> bool:
+    """True when the installed torch is a CPU-only build (version tag `+cpu`): no CUDA, no import needed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch").endswith("+cpu")
+    except PackageNotFoundError:
+        return False
+
+
+def _cuda_available() -> bool:
+    if _cpu_build_of_torch():  # answers without importing torch (seconds)
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_cuda(device: str) -> None:
+    """Refuse a CUDA device this machine does not have, naming the way out."""
+    if device.startswith("cuda") and not _cuda_available():
+        from importlib.metadata import version
+
+        raise ConfigError(f"--device {device}: this torch ({version('torch')}) sees no CUDA device; run on the "
+                          "CPU with --device cpu (the tiny preset fits: --preset tiny --weights synthetic), or "
+                          "install a CUDA build of torch")
+
+
+def _guidance(flag: str) -> tuple[float, float]:
+    """--sample_guide_scale: one number for both experts, or LOW,HIGH."""
     parts = [p for p in flag.replace(" ", "").split(",") if p]
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise ConfigError(f"--sample_guide_scale {flag!r}: give a number or LOW,HIGH") from None
+        values = []
     if len(values) == 1:
         return values[0], values[0]
     if len(values) == 2:
@@ -250,7 +369,7 @@ def _slug(text: str, limit: int = 40) -> str:
 class ConsoleObserver:
     """Stage wall-clock times and a progress bar over the denoising steps."""
 
-    device: torch.device
+    device: Any  # torch.device
     show_progress: bool = True
     stage_s: dict[str, float] = field(default_factory=dict)
     _bar: object = None
@@ -285,21 +404,48 @@ class ConsoleObserver:
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.synchronize(self.device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `wan-generate`."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    obs = None
+def preflight(inv: Invocation) -> None:
+    """Before anything loads: the output path, the picture, sizes and frames, the memory of the load and the request.
+
+    The memory floors are those of one process holding the whole plan; a rank of several holds a share.
+    """
+    from wan_runtime.resources import check_before_load, open_request
+    from wan_runtime.video_io import check_output_path
+
+    check_output_path(inv.save_file)
+    if inv.parallel is None or inv.parallel.world_size(inv.memory) == 1:
+        check_before_load(inv.request, inv.source, inv.preset, inv.device, inv.memory)
+    else:
+        open_request(inv.request, PRESETS[inv.preset])
+
+
+def prepare(inv: Invocation) -> Any:
+    """Import torch, set its threads (before any work, so timings say what ran) and check the device."""
+    from wan_runtime.threads import apply_threads
+    from wan_runtime.weights import resolve_device
+
+    apply_threads(inv.load.threads)
+    return resolve_device(inv.device)
+
+
+def generate(inv: Invocation, device: Any, quiet: bool = False) -> int:
+    """Load the model, generate, write the mp4 and print the summary (everything already checked)."""
+    import torch
+
+    from wan_runtime.parallel.launch import shutdown
+    from wan_runtime.pipeline import WanI2V
+    from wan_runtime.video_io import write_mp4
+
+    obs = ConsoleObserver(device, show_progress=not quiet and inv.rank == 0)
     try:
-        inv = resolve(args)
-        device = torch.device(inv.device)
-        obs = ConsoleObserver(device, show_progress=not args.quiet and inv.rank == 0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.attention, observer=obs,
+        pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.load.attention, observer=obs,
                            parallel=inv.parallel)
         result = pipe.generate(inv.request, observer=obs)
         pipe.close()
@@ -307,12 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         if not pipe.is_output_rank:
             return 0  # rank 0 writes the video and prints the summary
         path = write_mp4(result.frames, inv.save_file, fps=pipe.cfg.fps)
-    except WanError as exc:
-        print(f"wan-generate: error: {exc}", file=sys.stderr)
-        return 2
     finally:
-        if obs is not None:
-            obs.close()  # never leave a progress bar over an error message
+        obs.close()  # never leave a progress bar over an error message
     geo = result.geometry
     print(f"saved {path} ({geo.width}x{geo.height}, {result.frames.shape[0]} frames, {pipe.cfg.fps} fps)")
     print(f"seed {result.seed}  (repeat with --base_seed {result.seed})")
@@ -320,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in obs.stage_s.items():
         print(f"  {name:<13} {seconds:9.3f} s")
     print(f"  {'total':<13} {sum(v for k, v in obs.stage_s.items() if k != 'load'):9.3f} s (without load)")
+    print(f"cpu: {torch.get_num_threads()} threads ({torch.get_num_interop_threads()} inter-op), "
+          f"host load {_load_average()} over {os.cpu_count()} cores")
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         reserved = torch.cuda.max_memory_reserved(device) / 2**30
@@ -329,6 +473,39 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("peak GPU memory: n/a (ran on the CPU)")
     return 0
+
+
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `wan-generate`: validate everything, then load and generate."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        inv = resolve(args)  # every argument, against the parameter spec: no torch yet
+        device = prepare(inv)  # torch from here: threads set, the device there
+        preflight(inv)  # the picture, the output path and the memory, before anything loads
+        return generate(inv, device, quiet=args.quiet)
+    except WanError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        cause = " ".join(str(exc).split())[:300] or "(no message)"
+        print(f"{PROG}: unexpected {type(exc).__name__}: {cause}; rerun with --debug for the traceback",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class T5Config:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that defines a Wan2.2-I2V model and its sampling defaults."""
+    """Everything that defines a Wan2.2-I2V model (sampling defaults live in GenerationRequest)."""
 
     name: str
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -99,11 +99,6 @@ class ModelConfig:
     t5: T5Config = field(default_factory=T5Config)
     boundary: float = 0.900  # high-noise expert while t >= boundary * num_train_timesteps
     num_train_timesteps: int = 1000
-    sample_steps: int = 40
-    sample_shift: float = 5.0
-    guide_scale_low: float = 3.5
-    guide_scale_high: float = 3.5
-    frame_num: int = 81
     fps: int = 16
 
     @property

@@ -11,6 +11,14 @@ class ConfigError(WanError, ValueError):
     """An invalid preset, size, frame count or option."""
 
 
+class ParameterError(ConfigError):
+    """A generation parameter with a value it does not allow; `key` is its public name (see wan_runtime.spec)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 class WeightsError(WanError):
     """A checkpoint folder or file that is missing, corrupt or does not match the model."""
 
@@ -20,11 +28,38 @@ class BackendUnavailableError(WanError, RuntimeError):
 
 
 class StageOutOfMemoryError(WanError, RuntimeError):
-    """The GPU ran out of memory in a named pipeline stage."""
+    """The GPU ran out of memory in a named pipeline stage (or, as InsufficientMemoryError, would have)."""
 
     def __init__(self, stage: str, message: str):
         super().__init__(message)
         self.stage = stage
+
+
+class InsufficientMemoryError(StageOutOfMemoryError):
+    """Refused before allocating: the memory floor of a stage exceeds what the device or host has free.
+
+    The floor (wan_runtime/resources.py) counts only what certainly has to be held, so this is an
+    out-of-memory known in advance, not a guess; `side` is "device" or "host".
+    """
+
+    def __init__(self, stage: str, message: str, side: str, need_bytes: int, available_bytes: int):
+        super().__init__(stage, message)
+        self.side = side
+        self.need_bytes = need_bytes
+        self.available_bytes = available_bytes
+
+
+class OutputError(WanError, OSError):
+    """A result that could not be written (a full disk, a vanished folder); what existed before is kept."""
+
+
+class NonFiniteError(WanError, RuntimeError):
+    """The latents became NaN or infinite during denoising; names the first step and expert where they did."""
+
+    def __init__(self, message: str, step: int, expert: str):
+        super().__init__(message)
+        self.step = step
+        self.expert = expert
 
 
 class ParallelError(WanError, RuntimeError):

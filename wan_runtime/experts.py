@@ -29,6 +29,7 @@ from wan_runtime.config import ModelConfig
 from wan_runtime.errors import ConfigError
 from wan_runtime.fp8 import quantize_linears
 from wan_runtime.memory import MemoryPlan
+from wan_runtime.observer import Expert
 from wan_runtime.modules.dit import WanBlock, WanDiT
 from wan_runtime.offload import WeightGroup, tensor_bytes
 from wan_runtime.weights import (
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from wan_runtime.parallel import ParallelContext
 
 Mode = Literal["resident", "pageable", "pinned", "stream"]
-Expert = Literal["high", "low"]
 CPU = torch.device("cpu")
 
 

@@ -2,84 +2,81 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from wan_runtime.errors import ConfigError
+from wan_runtime.fields import check_fields, parameter
+
+if TYPE_CHECKING:
+    import torch
 
 ExpertPlacement = Literal["resident", "swap", "split"]
 BlockPlacement = Literal["resident", "stream"]
 TextEncoderPlacement = Literal["gpu", "offload_after", "cpu"]
-WeightDtype = Literal["bf16", "fp16", "fp32", "fp8"]
 VaeDtype = Literal["bf16", "fp16", "fp32"]
+WeightDtype = Literal[VaeDtype, "fp8"]
 HostMemory = Literal["pinned", "pageable"]
 
-# dtypes a network is loaded and computed in (fp8 is a storage format of the expert blocks only).
-DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+def torch_dtypes() -> dict[str, torch.dtype]:
+    """The dtypes a network is loaded and computed in, by name (fp8 is a storage format of expert blocks only)."""
+    import torch  # here, so reading or checking a plan does not import torch (seconds)
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _check_tile(tile: int) -> None:
+    if tile < 64 or tile % 16:
+        raise ConfigError(
+            f"vae_tiling={tile}: the tile size is in pixels, a multiple of 16 and at least 64 "
+            "(e.g. 256 or 512), or null for no tiling"
+        )
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
     """A value object describing a memory strategy; the pipeline carries it out.
 
-    experts:         "resident" keeps both experts on the device; "swap" keeps only the active one there
-                     (the official --offload_model): each denoise stage brings its expert in, and after
-                     the last one no expert stays on the device (the VAE decodes with the memory free);
-                     "split" puts each expert, resident, on GPUs of its own (wan_runtime/parallel: the
-                     high-noise expert on one group of ranks, the low-noise one on another, no swap);
-                     it needs a ParallelPlan run under torchrun with twice the ranks.
-    text_encoder:    "gpu" stays on the device; "offload_after" moves to CPU after encoding; "cpu" runs on CPU.
-    vae_tiling:      None, or the spatial tile size in pixels for VAE encode/decode.
-    weight_dtype:    storage and compute dtype of the experts and the text encoder. "fp8" stores the
-                     Linear weights of the expert blocks as float8 e4m3 with a per-output-channel scale
-                     (wan_runtime/fp8.py) and computes in bf16; everything else (embeddings, norms,
-                     modulation, time embedding/projection, head, text encoder) is bf16.
-    vae_dtype:       dtype of the VAE; upstream runs it in fp32, bf16 halves its activation memory.
-    dit_blocks:      "resident" keeps the active expert's blocks on the device; "stream" keeps them in
-                     pinned host memory and copies them into a ring of `prefetch_blocks + 1` device
-                     buffers on a side stream, `prefetch_blocks` ahead of the compute
-                     (wan_runtime/block_stream.py). Lossless. Needs experts="swap".
-    prefetch_blocks: how many blocks ahead of the compute the stream copies (>= 1; only used by "stream").
-    host_memory:     how weights parked on the host are held. "pinned": one page-locked copy of each
-                     expert made at load (host cost: both experts, 2 x 28.6 GB for A14B in bf16,
-                     2 x 14.5 GB in fp8), so bringing an expert in is one fast copy and parking it is
-                     free; "pageable": the official way (`.to("cpu")` / `.to("cuda")` at every switch,
-                     ~34 s per A14B switch on an H100; host cost one expert). "stream" needs "pinned".
-    vram_budget_gib: cap on this process's GPU memory, CUDA context included (wan_runtime/budget.py),
-                     to make a large card behave like a smaller one (24 for an RTX 4090); None: no cap.
+    experts "swap" is the official --offload_model: each denoise stage brings its expert in, and after
+    the last one no expert stays on the device (the VAE decodes with the memory free). "split" puts
+    each expert, resident, on GPUs of its own: the high-noise expert on one half of the ranks of a
+    torchrun job, the low-noise one on the other (wan_runtime/parallel; twice the ranks, no swap).
+    weight_dtype "fp8" stores the Linear weights of the expert blocks as float8 e4m3 with a
+    per-output-channel scale (wan_runtime/fp8.py) and computes in bf16; everything else (embeddings,
+    norms, modulation, time embedding/projection, head, text encoder) is bf16.
+    dit_blocks "stream" keeps the blocks in pinned host memory and copies them into a ring of
+    `prefetch_blocks + 1` device buffers on a side stream, `prefetch_blocks` ahead of the compute
+    (wan_runtime/block_stream.py). Lossless.
+    host_memory "pinned" makes one page-locked copy of each expert at load (host cost: both experts,
+    2 x 28.6 GB for A14B in bf16, 2 x 14.5 GB in fp8), so bringing an expert in is one fast copy and
+    parking it is free; "pageable" is the official way (`.to("cpu")` / `.to("cuda")` at every switch,
+    ~34 s per A14B switch on an H100; host cost one expert).
+    vram_budget_gib caps this process's GPU memory, CUDA context included (wan_runtime/budget.py).
     """
 
-    experts: ExpertPlacement = "resident"
-    text_encoder: TextEncoderPlacement = "gpu"
-    vae_tiling: int | None = None
-    weight_dtype: WeightDtype = "bf16"
-    vae_dtype: VaeDtype = "fp32"
-    dit_blocks: BlockPlacement = "resident"
-    prefetch_blocks: int = 2
-    host_memory: HostMemory = "pinned"
-    vram_budget_gib: float | None = None
+    experts: ExpertPlacement = parameter(
+        "resident", "resident: both experts on the device; swap: only the active one (official --offload_model); "
+        "split: each on GPUs of its own (torchrun, twice the ranks)")
+    text_encoder: TextEncoderPlacement = parameter(
+        "gpu", "gpu: stays on the device; offload_after: to the CPU after encoding; cpu: runs on the CPU")
+    vae_tiling: int | None = parameter(
+        None, "VAE spatial tile in pixels (a multiple of 16, >= 64); null: no tiling", check=_check_tile)
+    weight_dtype: WeightDtype = parameter(
+        "bf16", "storage and compute dtype of the experts and the text encoder; fp8: scaled e4m3 block weights")
+    vae_dtype: VaeDtype = parameter("fp32", "dtype of the VAE (upstream: fp32; bf16 halves its activations)")
+    dit_blocks: BlockPlacement = parameter(
+        "resident", "stream: the active expert's blocks stay in pinned host memory and are copied ahead of "
+        "the compute (needs experts=swap)")
+    prefetch_blocks: int = parameter(2, "blocks copied ahead of the compute under dit_blocks=stream", ge=1)
+    host_memory: HostMemory = parameter(
+        "pinned", "how weights parked on the host are held: pinned (fast switches, both experts in RAM) or "
+        "pageable (as upstream); stream needs pinned")
+    vram_budget_gib: float | None = parameter(
+        None, "cap on this process's GPU memory in GiB (24 behaves like an RTX 4090); null: no cap", gt=0)
 
     def __post_init__(self) -> None:
-        _check_choice("experts", self.experts, ("resident", "swap", "split"))
-        _check_choice("text_encoder", self.text_encoder, ("gpu", "offload_after", "cpu"))
-        _check_choice("weight_dtype", self.weight_dtype, (*DTYPES, "fp8"))
-        _check_choice("vae_dtype", self.vae_dtype, tuple(DTYPES))
-        _check_choice("dit_blocks", self.dit_blocks, ("resident", "stream"))
-        _check_choice("host_memory", self.host_memory, ("pinned", "pageable"))
-        if self.vae_tiling is not None and (self.vae_tiling < 64 or self.vae_tiling % 16):
-            raise ConfigError(
-                f"vae_tiling={self.vae_tiling}: the tile size is in pixels, a multiple of 16 and at least 64 "
-                "(e.g. 256 or 512), or null for no tiling"
-            )
-        if isinstance(self.prefetch_blocks, bool) or not isinstance(self.prefetch_blocks, int) \
-                or self.prefetch_blocks < 1:
-            raise ConfigError(
-                f"MemoryPlan.prefetch_blocks={self.prefetch_blocks!r}: give how many blocks ahead of the "
-                "compute the stream copies, an integer >= 1 (1 hides a copy behind one block's compute)"
-            )
+        check_fields(self)
         if self.dit_blocks == "stream" and self.experts != "swap":
             raise ConfigError(
                 "dit_blocks='stream' implies experts='swap': streamed blocks live in host memory and only "
@@ -91,24 +88,16 @@ class MemoryPlan:
                 "dit_blocks='stream' needs host_memory='pinned': copies from pageable memory cannot run "
                 "beside the compute, so nothing would overlap. Set host_memory='pinned'"
             )
-        if self.vram_budget_gib is not None:
-            budget = self.vram_budget_gib
-            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) \
-                    or budget <= 0:
-                raise ConfigError(
-                    f"MemoryPlan.vram_budget_gib={budget!r}: give the GPU memory to emulate in GiB "
-                    "(e.g. 24 for an RTX 4090), or null for no cap"
-                )
 
     @property
     def torch_dtype(self) -> torch.dtype:
         """The compute dtype of the experts and the text encoder (bf16 for fp8 storage)."""
-        return DTYPES[self.load_dtype]
+        return torch_dtypes()[self.load_dtype]
 
     @property
     def vae_torch_dtype(self) -> torch.dtype:
         """The torch dtype of `vae_dtype`."""
-        return DTYPES[self.vae_dtype]
+        return torch_dtypes()[self.vae_dtype]
 
     @property
     def load_dtype(self) -> str:
@@ -119,7 +108,3 @@ class MemoryPlan:
         """Plain dict of the plan's fields (for results and logs)."""
         return asdict(self)
 
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"MemoryPlan.{name}={value!r} is not one of {list(allowed)}")

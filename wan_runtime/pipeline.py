@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from itertools import groupby
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -26,19 +26,19 @@ from PIL import Image
 
 from wan_runtime.budget import VramBudget, apply_vram_budget
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
-from wan_runtime.errors import ConfigError, StageOutOfMemoryError
+from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError
 from wan_runtime.experts import PlacedExpert, load_expert
+from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
-from wan_runtime.observer import NullObserver, Observer, StepInfo
+from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
 from wan_runtime.parallel import ParallelContext, ParallelPlan
-from wan_runtime.request import GenerationRequest, ImageInput
+from wan_runtime.request import GenerationRequest
+from wan_runtime.resources import capacity, check_load, check_request, open_request
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
 from wan_runtime.sizes import VideoGeometry, geometry, parse_size
-from wan_runtime.weights import load_text_encoder, load_vae
+from wan_runtime.weights import load_text_encoder, load_vae, resolve_device
 
 log = logging.getLogger("wan_runtime")
-
-Expert = Literal["high", "low"]
 
 # What to suggest when a stage runs out of memory.
 _OOM_ADVICE: dict[str, str] = {
@@ -66,30 +66,6 @@ class GenerationResult:
     steps_low: int
     timesteps: list[float] = field(default_factory=list)
     experts: list[str] = field(default_factory=list)  # expert used at each step of the schedule
-
-
-def load_image(image: ImageInput) -> Image.Image:
-    """Open an image from a path, PIL image or HxWx3 uint8 array; errors name the path and the problem."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ConfigError(f"image array must be uint8 HxWx3; got {image.dtype} {tuple(image.shape)}")
-        return Image.fromarray(image)
-    path = Path(image)
-    if not path.is_file():
-        raise ConfigError(f"image {str(path)!r} does not exist; pass the path of a PNG/JPEG file")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # PIL raises many types for unreadable files
-        raise ConfigError(f"image {str(path)!r} could not be read as a picture ({exc})") from exc
-
-
-def image_to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 [3, H, W] in [-1, 1] (x/255*2-1, as upstream)."""
-    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-    return arr.permute(2, 0, 1).float().div(255.0).mul(2.0).sub(1.0)
 
 
 def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -127,6 +103,7 @@ class WanI2V:
         text_encoder,
         source: str,
         vram_budget: VramBudget | None = None,
+        check_resources: bool = True,
         parallel: ParallelContext | None = None,
     ):
         self.cfg = cfg
@@ -138,6 +115,8 @@ class WanI2V:
         self.text_encoder = text_encoder
         self.source = source
         self.vram_budget = vram_budget  # the enforced cap, when the plan has one
+        # Refuse a request whose memory floor does not fit what is free (wan_runtime/resources.py).
+        self.check_resources = check_resources
         self.parallel = parallel  # this rank's part of a multi-GPU run; None: a plain single process
 
     # ---------------------------------------------------------------- loading
@@ -151,6 +130,7 @@ class WanI2V:
         attention: str = "auto",
         observer: Observer | None = None,
         cross_attention: str | None = None,
+        check_resources: bool = True,
         parallel: ParallelPlan | None = None,
     ) -> "WanI2V":
         """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan.
@@ -158,22 +138,29 @@ class WanI2V:
         Under `experts=swap` (and `dit_blocks=stream`) both experts end the load parked in host
         memory, built part by part so the device never holds more than one part of a parked
         expert; each denoise stage brings its expert in. A `vram_budget_gib` is applied first.
+        Before anything is allocated, the plan's memory floor is checked against what the device
+        and host have free (InsufficientMemoryError naming a plan that fits); `check_resources=False`
+        skips that check here and in `generate`, for a caller that wants the real out-of-memory.
 
         `parallel` (or `experts="split"`) makes this process one rank of a torchrun job: call `load`
         and `generate` on every rank with the same arguments; the device becomes the rank's GPU, and
-        only rank 0 (`is_output_rank`) gets frames. `close()` releases the rank groups.
+        only rank 0 (`is_output_rank`) gets frames. `close()` releases the rank groups. The memory
+        floors are those of one process holding the whole plan, so a rank of several skips them.
         """
         obs = observer or NullObserver()
         cfg = get_preset(preset) if isinstance(preset, str) else preset
-        device = torch.device(device)
+        device = resolve_device(device)
         memory = memory or MemoryPlan()
         src: str | Path = source if source == "synthetic" else Path(source)
+        ctx = None
+        if parallel is not None or memory.experts == "split":  # join the job first: it decides the device
+            ctx = ParallelContext.start(parallel or ParallelPlan(), memory, cfg.dit.num_heads, device)
+            device = ctx.device
+            check_resources = check_resources and ctx.world_size == 1
+        if check_resources:
+            check_load(cfg, memory, device, checkpoint=src != "synthetic")
         offload = torch.device("cpu")
         with _stage(obs, "load"):
-            ctx = None
-            if parallel is not None or memory.experts == "split":
-                ctx = ParallelContext.start(parallel or ParallelPlan(), memory, cfg.dit.num_heads, device)
-                device = ctx.device
             budget = None
             if memory.vram_budget_gib is not None:
                 budget = apply_vram_budget(memory.vram_budget_gib, device)
@@ -191,7 +178,8 @@ class WanI2V:
                       for name in (ctx.experts if ctx else ("low", "high"))}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
-        return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget, parallel=ctx)
+        return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget,
+                   check_resources=check_resources, parallel=ctx)
 
     @property
     def is_output_rank(self) -> bool:
@@ -212,17 +200,17 @@ class WanI2V:
         """Generate one video; stages and steps are reported to `observer`."""
         obs = observer or NullObserver()
         seed = request.seed if request.seed >= 0 else random.randint(0, 2**31 - 1)
+        image, shape = open_request(request, self.cfg)
+        geo = shape.geometries(self.cfg)[-1]
+        if self.check_resources:
+            cap = self.vram_budget.cap_bytes if self.vram_budget is not None else None
+            check_request(self.cfg, self.memory, self.device, shape, capacity(self.device, cap))
         if self.parallel is not None:
             self.parallel.check_guidance([request.guide_scale_high, request.guide_scale_low])
             if request.seed < 0:
                 seed = self.parallel.same_seed(seed)  # every rank must draw the same noise
-        image = load_image(request.image)
         if request.mode == "refine":
             return self._generate_refine(request, image, seed, obs)
-        geo = geometry(
-            request.size, request.frames, image.width, image.height,
-            self.cfg.vae_stride, self.cfg.patch_size, request.size_rule,
-        )
         context, context_null = self._encode_text(request, obs)
         y = self._encode_image(image, geo, obs)
         noise, gen = self._noise(geo, seed)
@@ -247,8 +235,7 @@ class WanI2V:
     def _encode_image(self, image: Image.Image, geo: VideoGeometry, obs: Observer) -> torch.Tensor:
         """Image-condition input y [1, 20, T_lat, lat_h, lat_w]: mask channels + VAE latent."""
         with _stage(obs, "image_encode"):
-            img = image_to_tensor(image)  # fp32 on the CPU, as upstream
-            img = F.interpolate(img[None], size=(geo.height, geo.width), mode="bicubic", align_corners=False)[0]
+            img = conditioning_tensor(image, geo.height, geo.width)  # fp32 on the CPU, as upstream
             clip = torch.zeros(3, geo.frames, geo.height, geo.width)
             clip[:, 0] = img
             vae_dtype = self.memory.vae_torch_dtype
@@ -313,18 +300,22 @@ class WanI2V:
             with _stage(obs, name):
                 model = self._activate(expert)  # a swap's copy time belongs to the stage it serves
                 guide = request.guide_scale_high if expert == "high" else request.guide_scale_low
-                for i, t, _ in run:
+                # One flag per step, written on the device and read once per stage: no host sync per step.
+                finite = torch.ones(len(run), dtype=torch.bool, device=self.device)
+                for k, (i, t, _) in enumerate(run):
                     if request.execute_steps is not None and i not in request.execute_steps:
                         continue
                     x = latent.to(dtype)
                     tt = torch.full((1,), t, device=self.device, dtype=torch.float32)
                     velocity = self._velocity(model, expert, x, tt, (context, context_null), y, guide, latent)
                     latent = scheduler_step(scheduler, velocity.float(), scheduler.timesteps[i], latent, generator=gen)
+                    finite[k] = torch.isfinite(latent).all()
                     obs.on_step(StepInfo(index=i, total=len(timesteps), timestep=t, expert=expert, stage=name))
                 if number == len(stages) - 1:
                     # After the last step no expert is active: swap frees the device for the VAE (as upstream).
                     self._park("high", "low")
                 _sync(self.device)
+                _check_finite(finite, run, len(timesteps), expert, guide, self.memory)
         return latent, [(t, e) for _, t, e in plan]
 
     def _velocity(self, model: torch.nn.Module | None, expert: Expert, x: torch.Tensor, t: torch.Tensor,
@@ -434,6 +425,22 @@ def expert_schedule(request: GenerationRequest, cfg: ModelConfig) -> list[Expert
     return [expert_for_timestep(t, cfg.boundary, cfg.num_train_timesteps) for t in scheduler.timesteps]
 
 
+def _check_finite(finite: torch.Tensor, run: list[tuple[int, float, str]], total: int, expert: str,
+                  guide: float, memory: MemoryPlan) -> None:
+    """Raise NonFiniteError naming the first step of this stage whose latent holds a NaN or an infinity."""
+    flags = finite.tolist()
+    if all(flags):
+        return
+    i, t, _ = run[flags.index(False)]
+    raise NonFiniteError(
+        f"the latents became NaN or infinite at step {i} of {total} (timestep {t:.0f}, {expert}-noise expert, "
+        f"stage denoise_{expert}); likely causes: NaN or inf in the {expert}-noise expert's weights (check the "
+        f"checkpoint), a guidance scale that is not finite or far too large (guide_scale_{expert}={guide}), or "
+        f"values past the range of the compute dtype (weight_dtype={memory.weight_dtype}; try bf16 or fp32)",
+        step=i, expert=expert,
+    )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -453,4 +460,7 @@ def _stage(obs: Observer, name: str) -> Iterator[None]:
         ) from exc
 
 
-__all__ = ["WanI2V", "GenerationResult", "expert_schedule", "load_image", "image_to_tensor", "condition_mask", "parse_size"]
+__all__ = [
+    "WanI2V", "GenerationResult", "expert_schedule", "load_image",
+    "image_to_tensor", "condition_mask", "parse_size",
+]

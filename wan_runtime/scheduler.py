@@ -16,16 +16,17 @@ Both append a final sigma of 0 ("zero") and use order 2 with lower-order final s
 from __future__ import annotations
 
 import difflib
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from wan_runtime.errors import ConfigError
+from wan_runtime.observer import Expert
+from wan_runtime.request import Solver
 
-Solver = Literal["unipc", "dpm++"]
-SOLVERS: tuple[str, ...] = ("unipc", "dpm++")
+SOLVERS: tuple[str, ...] = get_args(Solver)
 
 # The official UniPC grid starts at the largest training sigma, 1 - 1/1000, stored as float32.
 UNIPC_SIGMA_MAX = float(np.float32(1.0 - 1.0 / 1000))
@@ -117,7 +118,7 @@ def scheduler_step(
 
 def expert_for_timestep(
     t: float | int | torch.Tensor, boundary: float = 0.9, num_train_timesteps: int = 1000
-) -> Literal["high", "low"]:
+) -> Expert:
     """Which expert denoises at timestep `t`: "high" while t >= boundary * num_train_timesteps."""
     return "high" if float(t) >= boundary * num_train_timesteps else "low"
 

@@ -5,8 +5,8 @@ plain dicts (pandas would turn an int column holding a null into floats). Each c
 its `case_id` when there is one run, else the parameters that vary across all the rows, so cases
 from different folders stay apart.
 
-Plan fields are not listed here: the load-time parameters (`attention` and every MemoryPlan field)
-come from harness.params, so a field the runtime adds shows up in the tables by itself.
+Plan fields are not listed here: the load-time parameters (every MemoryPlan and LoadOptions field)
+come from the runtime's parameter spec, so a field the runtime adds shows up in the tables by itself.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class ReportData:
 
     @property
     def load_params(self) -> list[str]:
-        """Parameters fixed when a pipeline loads: attention and the memory plan's fields."""
-        return ["attention", *P.memory_param_names()]
+        """Parameters fixed when a pipeline loads: the memory plan's fields and the load options."""
+        return list(P.load_param_names())
 
     @property
     def varying_plan(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.inputs import center_crop_to_aspect, load_picture, prepare_image
@@ -32,3 +33,14 @@ def test_a_wide_sample_is_centre_cropped_to_the_target_aspect_not_stretched():
 def test_an_unknown_picture_is_a_clear_error():
     with pytest.raises(ConfigError, match="neither a scikit-image sample"):
         prepare_image("no-such-picture", "160*96")
+
+
+def test_a_16_bit_benchmark_picture_keeps_its_grey_levels(tmp_path):
+    from PIL import Image
+
+    grey = np.full((48, 64), 32768, dtype=np.uint16)  # mid-grey on a 16-bit scale
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    picture = load_picture(str(path))
+    assert picture.shape == (48, 64, 3) and picture.dtype == np.uint8
+    assert abs(int(picture.mean()) - 128) <= 1

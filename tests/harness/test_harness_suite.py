@@ -62,19 +62,19 @@ def test_wrong_types_name_the_key_and_what_is_allowed():
     message = error_of("repeats: five\nsweep:\n  experts: [resident, everywhere]\n  steps: [4, true]\n")
     assert "3 problems" in message
     assert "line 4, repeats: Input should be a valid integer" in message
-    assert "sweep.experts[1]: experts: Input should be 'resident' or 'swap'" in message
-    assert "sweep.steps[1]: steps: expected int, got the boolean True" in message
+    assert "sweep.experts[1]: experts='everywhere': not a known value; allowed: one of 'resident', 'swap'" in message
+    assert "sweep.steps[1]: steps=True: a boolean is not allowed here; allowed: an integer >= 1" in message
 
 
 def test_frames_not_4n_plus_1_are_rejected_with_the_runtime_message():
     message = error_of("sweep:\n  frames: [5, 80]\n")
-    assert "line 5, sweep.frames[1]: case 'frames=80' cannot run: frames must be 4n+1" in message
+    assert "line 5, sweep.frames[1]: frames must be 4n+1" in message
     assert "nearest valid counts: 77 or 81" in message
 
 
 def test_size_of_no_multiple_of_16_is_rejected_with_the_runtime_message():
     message = error_of("sweep:\n  size: ['160*96', '1000*1000']\n")
-    assert "case 'size=1000*1000' cannot run" in message
+    assert "line 5, sweep.size[1]: size '1000*1000'" in message
     assert "custom sizes need both sides positive multiples of 16 (nearest: 992*992)" in message
 
 
@@ -126,7 +126,7 @@ def test_set_override_fixes_a_swept_parameter_and_keeps_references_resolvable():
 
 
 def test_set_override_with_an_invalid_value_names_the_override():
-    with pytest.raises(ConfigError, match=r"base.frames \(from --set frames=80\): case 'base' cannot run: frames must be 4n\+1"):
+    with pytest.raises(ConfigError, match=r"base.frames \(from --set frames=80\): frames must be 4n\+1"):
         load_suite("smoke", overrides=["frames=80", "size=160*96", "steps=4", "text_encoder=gpu"])
 
 
@@ -166,3 +166,27 @@ def test_every_shipped_suite_lists_its_cases(name: str):
 def test_unknown_suite_name_suggests_the_closest():
     with pytest.raises(ConfigError, match="unknown suite 'smok'; did you mean 'smoke'"):
         load_suite("smok")
+
+
+def test_every_case_names_its_size_rule():
+    suite = parse("sweep:\n  size_rule: [exact, official]\n")
+    assert [c.params["size_rule"] for c in suite.cases] == ["exact", "official"]
+    assert all("size_rule" in c.params for c in load_suite("smoke").cases)
+
+
+def test_threads_are_a_load_option_and_part_of_the_process_group():
+    suite = parse("sweep:\n  threads: [1, 2]\n")
+    assert [g for g, _ in suite.groups()] == ["threads=1", "threads=2"]
+
+
+def test_non_finite_guidance_in_a_sweep_is_refused_naming_each_value():
+    message = error_of("sweep:\n  guide_scale_high: [.nan, .inf]\n")
+    assert "sweep.guide_scale_high[0]: guide_scale_high=nan: not a finite number" in message
+    assert "sweep.guide_scale_high[1]: guide_scale_high=inf: not a finite number" in message
+
+
+def test_a_raised_ceiling_lets_a_suite_run_more_steps():
+    with pytest.raises(ConfigError, match="above the ceiling limits.max_steps=1000"):
+        parse("sweep:\n  steps: [1200]\n")
+    raised = parse("sweep:\n  steps: [1200]\n", overrides=["limits.max_steps=1200"])
+    assert raised.cases[0].params["steps"] == 1200

@@ -29,7 +29,6 @@ from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from wan_runtime.config import T5Config
 from wan_runtime.errors import ConfigError, WeightsError
-from wan_runtime.weights.names_t5 import HF_TIED_EMBEDDING
 
 LOGGER = logging.getLogger("wan_runtime")
 
@@ -83,7 +82,8 @@ def assign_umt5_weights(model: UMT5EncoderModel, state: Mapping[str, torch.Tenso
     may be present (Diffusers layout) but is ignored in favour of `shared.weight`, its tied twin.
     """
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}  # tied twin listed once
-    given = {name: t for name, t in state.items() if name != HF_TIED_EMBEDDING}
+    tied_twins = {name for name, _ in model.named_parameters(remove_duplicate=False)} - set(expected)
+    given = {name: t for name, t in state.items() if name not in tied_twins}
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     if missing or unexpected:

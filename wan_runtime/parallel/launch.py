@@ -2,7 +2,8 @@
 
 torchrun starts one process per rank and tells each who it is through RANK, WORLD_SIZE, LOCAL_RANK
 and LOCAL_WORLD_SIZE (plus MASTER_ADDR/MASTER_PORT for the rendezvous). A process without them is
-a single process: world size 1, no process group, no collectives.
+a single process: world size 1, no process group, no collectives. Reading the environment imports
+no torch (wan-generate checks its arguments before torch loads).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from wan_runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class LaunchEnv:
 
 def rank_device(device: torch.device, env: LaunchEnv) -> torch.device:
     """The device of this rank: its own GPU (cuda:LOCAL_RANK) under torchrun, else `device` as given."""
+    import torch
+
     if device.type == "cuda" and env.torchrun:
         return torch.device("cuda", env.local_rank)
     return device
@@ -63,6 +67,8 @@ def ensure_process_group(env: LaunchEnv, device: torch.device, timeout_s: float)
     The group lives as long as the process (torchrun's store cannot host a second rendezvous), so
     pipelines loaded one after another share it; `shutdown()` ends it before the process exits.
     """
+    import torch.distributed as dist
+
     if dist.is_initialized():
         if dist.get_world_size() != env.world_size or dist.get_rank() != env.rank:
             raise ConfigError(
@@ -80,6 +86,8 @@ def ensure_process_group(env: LaunchEnv, device: torch.device, timeout_s: float)
 
 def shutdown() -> None:
     """End the default process group (before a torchrun rank exits; NCCL warns otherwise)."""
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 

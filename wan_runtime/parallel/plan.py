@@ -19,11 +19,11 @@ arithmetic and lists the rank groups; it is pure Python, so its rules are unit-t
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
 from wan_runtime.errors import ConfigError
+from wan_runtime.fields import check_fields, parameter
 from wan_runtime.memory import MemoryPlan
 
 
@@ -31,40 +31,27 @@ from wan_runtime.memory import MemoryPlan
 class ParallelPlan:
     """A value object describing how many ranks do what; `wan_runtime.parallel.context` carries it out.
 
-    ulysses_size:          sequence-parallel degree (the official --ulysses_size): every DiT forward
-                           splits its video tokens over this many ranks, and self-attention exchanges
-                           heads with an all-to-all; it must divide the number of attention heads.
-    cfg_parallel:          the conditional and unconditional forwards of each step on two rank groups,
-                           one exchange of the prediction per step (doubles the ranks).
-    dit_fsdp:              shard each DiT expert's parameters over the ranks that run it (torch FSDP2
-                           `fully_shard`, the official --dit_fsdp); needs resident experts and blocks.
-    t5_fsdp:               shard the text encoder over all ranks (the official --t5_fsdp); needs the
-                           text encoder on the GPU (text_encoder="gpu").
-    collective_timeout_s:  how long a collective waits for the other ranks before the run fails with
-                           an error instead of hanging (a rank that died or stopped answering).
+    ulysses_size splits the video tokens of every DiT forward over that many ranks; self-attention
+    exchanges heads with an all-to-all, so it must divide the number of attention heads.
+    cfg_parallel runs the conditional and unconditional forwards of each step on two rank groups,
+    with one exchange of the prediction per step. dit_fsdp shards each expert over the ranks that run
+    it, t5_fsdp the text encoder over all ranks (torch FSDP2 `fully_shard`). collective_timeout_s
+    bounds how long a collective waits for the other ranks: a rank that died or stopped answering
+    ends the run with an error instead of a hang.
     """
 
-    ulysses_size: int = 1
-    cfg_parallel: bool = False
-    dit_fsdp: bool = False
-    t5_fsdp: bool = False
-    collective_timeout_s: float = 600.0
+    ulysses_size: int = parameter(
+        1, "sequence-parallel degree (official --ulysses_size): ranks that split the tokens of every DiT "
+        "forward; must divide the attention heads", ge=1)
+    cfg_parallel: bool = parameter(
+        False, "the conditional and unconditional forwards of each step on two rank groups (twice the ranks)")
+    dit_fsdp: bool = parameter(False, "shard each DiT expert over the ranks that run it (FSDP2, official --dit_fsdp)")
+    t5_fsdp: bool = parameter(False, "shard the text encoder over all ranks (FSDP2, official --t5_fsdp)")
+    collective_timeout_s: float = parameter(
+        600.0, "seconds a collective waits for the other ranks before the run fails with an error", gt=0)
 
     def __post_init__(self) -> None:
-        if isinstance(self.ulysses_size, bool) or not isinstance(self.ulysses_size, int) or self.ulysses_size < 1:
-            raise ConfigError(
-                f"ParallelPlan.ulysses_size={self.ulysses_size!r}: give the sequence-parallel degree, an integer >= 1"
-            )
-        for name in ("cfg_parallel", "dit_fsdp", "t5_fsdp"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"ParallelPlan.{name}={getattr(self, name)!r} must be true or false")
-        timeout = self.collective_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
-                or timeout <= 0:
-            raise ConfigError(
-                f"ParallelPlan.collective_timeout_s={timeout!r}: give the seconds a collective may wait "
-                "for the other ranks, a number > 0 (e.g. 600)"
-            )
+        check_fields(self)
 
     def layout(self, memory: MemoryPlan) -> "RankLayout":
         """How the ranks are arranged for this plan and memory plan."""

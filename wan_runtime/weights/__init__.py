@@ -26,7 +26,8 @@ from torch import nn
 
 from wan_runtime.config import ModelConfig
 from wan_runtime.errors import BackendUnavailableError, ConfigError, WeightsError
-from wan_runtime.memory import DTYPES as PLAN_DTYPES
+from wan_runtime.memory import torch_dtypes
+from wan_runtime.observer import Expert
 from wan_runtime.weights.layout import CheckpointLayout, detect_layout
 from wan_runtime.weights.loader import check_checkpoint, load_weights
 from wan_runtime.weights.reader import open_checkpoint
@@ -41,12 +42,11 @@ if TYPE_CHECKING:  # the modules import the name maps of this package, so they a
 
 SYNTHETIC = "synthetic"
 Source = Union[Literal["synthetic"], Path]
-Expert = Literal["high", "low"]
 DTypeLike = Union[str, torch.dtype]
 
 # The memory plan's names (bf16, fp16, fp32) and the spellings torch and configs use for them.
 DTYPES: dict[str, torch.dtype] = {
-    **PLAN_DTYPES,
+    **torch_dtypes(),
     "bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
     "float32": torch.float32, "float": torch.float32,
 }
