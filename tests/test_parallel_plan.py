@@ -1,16 +1,20 @@
-"""ParallelPlan and its launch rules, the rank layout and the token shards: pure Python, no processes."""
+"""ParallelPlan and its launch rules, the rank layout, the token shards and how the Ulysses runner hands
+them on: one process, no collectives."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
+from wan_runtime.attention import AttentionOps
 from wan_runtime.config import A14B, TINY
 from wan_runtime.errors import ConfigError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel import ParallelPlan
+from wan_runtime.parallel.groups import RankGroup
 from wan_runtime.parallel.launch import LaunchEnv
 from wan_runtime.parallel.plan import RankCoords, RankLayout, check_guidance, check_launch, divisors
-from wan_runtime.parallel.ulysses import shard_sizes
+from wan_runtime.parallel.ulysses import SequenceParallelBlocks, shard_sizes
 
 RESIDENT = MemoryPlan()
 SPLIT = MemoryPlan(experts="split")
@@ -146,3 +150,27 @@ def test_each_family_of_groups_partitions_the_ranks():
                                                 (31668, 8, [3959, 3959, 3959, 3959, 3958, 3958, 3958, 3958])])
 def test_tokens_are_shared_as_evenly_as_possible_first_ranks_first(tokens, ranks, sizes):
     assert shard_sizes(tokens, ranks) == sizes
+
+
+# ---------------------------------------------------------------- the Ulysses runner's shard (no exchange)
+class RecordingRunner:
+    """An inner runner that records what it is handed."""
+
+    def __init__(self):
+        self.seen = []
+
+    def warm_up(self, model, x, e0, context, rope, ops):
+        self.seen.append((x, rope, ops))
+
+
+def test_the_ulysses_runner_hands_its_inner_runner_this_ranks_tokens_and_rope_rows():
+    inner = RecordingRunner()
+    runner = SequenceParallelBlocks(inner, RankGroup((0, 1), 1, None, 60.0))  # rank 1 of 2; no exchange here
+    x, rope = torch.arange(27.0).reshape(1, 27, 1), torch.arange(27.0).reshape(27, 1, 1)
+    ops = AttentionOps(lambda q, k, v: q, lambda q, k, v: q)
+    runner.warm_up(None, x, None, None, rope, ops)
+    runner.warm_up(None, x, None, None, rope, ops)
+    (x0, rope0, ops0), (_, _, ops1) = inner.seen
+    assert x0.flatten().tolist() == list(range(14, 27)) and rope0.flatten().tolist() == list(range(14, 27))
+    assert ops0.cross_attn is ops.cross_attn and ops0.self_attn is not ops.self_attn
+    assert ops1 is ops0  # the same wrapped functions every forward (a compiled block call is not re-specialized)

@@ -81,6 +81,18 @@ class SequenceParallelBlocks:
 
     def __call__(self, model, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
                  rope: torch.Tensor, ops: AttentionOps) -> torch.Tensor:
+        sizes, x, rope, ops = self._shard(x, rope, ops)
+        return gather_tokens(self.inner(model, x, e0, context, rope, ops), sizes, self.group)
+
+    def warm_up(self, model, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
+                rope: torch.Tensor, ops: AttentionOps) -> None:
+        """The inner runner's warm-up (one block, e.g. to compile it) on this rank's shard, as `__call__` runs it."""
+        _, x, rope, ops = self._shard(x, rope, ops)
+        self.inner.warm_up(model, x, e0, context, rope, ops)
+
+    def _shard(self, x: torch.Tensor, rope: torch.Tensor,
+               ops: AttentionOps) -> tuple[list[int], torch.Tensor, torch.Tensor, AttentionOps]:
+        """(tokens per rank, this rank's tokens, their rope rows, the attention with the head exchange)."""
         tokens, ranks = x.shape[1], self.group.size
         if tokens < ranks:
             raise ConfigError(
@@ -93,8 +105,7 @@ class SequenceParallelBlocks:
         key = (ops, tokens)
         if key not in self._ops:
             self._ops[key] = AttentionOps(ulysses_attention(ops.self_attn, self.group, sizes), ops.cross_attn)
-        out = self.inner(model, x[:, start:stop].contiguous(), e0, context, rope[start:stop], self._ops[key])
-        return gather_tokens(out, sizes, self.group)
+        return sizes, x[:, start:stop].contiguous(), rope[start:stop], self._ops[key]
 
 
 __all__ = ["SequenceParallelBlocks", "gather_tokens", "shard_sizes", "ulysses_attention"]
