@@ -62,6 +62,11 @@ def test_under_torchrun_the_official_flags_become_the_parallel_plan(rank_1_of_4)
     assert (inv.memory.experts, inv.memory.text_encoder) == ("resident", "gpu")
 
 
+def test_cfg_parallel_with_guidance_1_is_refused_before_loading(rank_1_of_4):
+    with pytest.raises(ConfigError, match="guidance scale is 1.0.*nothing to split"):
+        parse("--ulysses_size", "2", "--cfg_parallel", "--guidance_scale", "1")
+
+
 def test_a_single_process_without_the_flags_stays_the_plain_path(single_process):
     assert parse().parallel is None
 

@@ -32,7 +32,7 @@ from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
 from wan_runtime.parallel.launch import LaunchEnv
-from wan_runtime.parallel.plan import ParallelPlan, check_launch
+from wan_runtime.parallel.plan import ParallelPlan, check_guidance, check_launch
 from wan_runtime.request import GenerationRequest
 
 PROG = "wan-generate"
@@ -279,6 +279,7 @@ def resolve(args: argparse.Namespace) -> Invocation:
     parallel = spec.build(ParallelPlan, values)
     check_launch(parallel, memory, PRESETS[args.preset].dit.num_heads, launch.world_size, launch.local_world_size,
                  _gpu_count() if device.startswith("cuda") else None)
+    check_guidance(parallel, [request.guide_scale_high, request.guide_scale_low])
     save = args.save_file or Path(f"{args.task}_{request.size.replace('*', 'x')}_{_slug(request.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
     return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save,
