@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from wan_runtime.config import TINY
-from wan_runtime.errors import ConfigError, ParallelError
+from wan_runtime.errors import ParallelError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel import ParallelPlan
 from wan_runtime.pipeline import WanI2V
