@@ -1,9 +1,9 @@
-"""A pool of CPU ranks (gloo) kept alive across tests: the same task runs on every rank, results come back.
+"""A pool of ranks kept alive across tests: the same task runs on every rank, results come back.
 
 Spawning a rank costs seconds (importing torch and the runtime); the pool pays that once per test
 module. Each worker sets the environment torchrun would set (RANK, WORLD_SIZE, LOCAL_RANK,
-LOCAL_WORLD_SIZE, MASTER_ADDR/PORT) and sets up the gloo process group itself, as a harness worker
-would, so the runtime joins an existing group. A task is a module-level function `fn(rank, *args)`;
+LOCAL_WORLD_SIZE, MASTER_ADDR/PORT) and sets up the process group itself (gloo on CPU ranks, NCCL with
+one GPU per rank), as a harness worker would, so the runtime joins an existing group. A task is a module-level function `fn(rank, *args)`;
 an exception on a rank comes back as a RankFailure (type name and message) instead of a result.
 """
 
@@ -43,13 +43,17 @@ def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
             "OMP_NUM_THREADS": "1"}
 
 
-def _worker(rank: int, world: int, port: int, tasks, results, timeout_s: float) -> None:
+def _worker(rank: int, world: int, port: int, tasks, results, timeout_s: float, backend: str) -> None:
     os.environ.update(rank_env(rank, world, port))
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    options = {}
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        options["device_id"] = torch.device("cuda", rank)
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s), **options)
     while True:
         task = tasks.get()
         if task is None:
@@ -63,15 +67,15 @@ def _worker(rank: int, world: int, port: int, tasks, results, timeout_s: float) 
 
 
 class RankPool:
-    """`world` spawned CPU ranks running the same tasks in lockstep."""
+    """`world` spawned ranks running the same tasks in lockstep (backend "gloo": CPU, "nccl": a GPU each)."""
 
-    def __init__(self, world: int, timeout_s: float = 60.0):
+    def __init__(self, world: int, timeout_s: float = 60.0, backend: str = "gloo"):
         ctx = mp.get_context("spawn")
         self.world = world
         self.port = free_port()
         self._tasks = [ctx.Queue() for _ in range(world)]
         self._results = ctx.Queue()
-        self._procs = [ctx.Process(target=_worker, args=(r, world, self.port, self._tasks[r], self._results, timeout_s),
+        self._procs = [ctx.Process(target=_worker, args=(r, world, self.port, self._tasks[r], self._results, timeout_s, backend),
                                    daemon=True) for r in range(world)]
         for proc in self._procs:
             proc.start()

@@ -10,49 +10,18 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 
-import numpy as np
 import pytest
 import torch
 
-from wan_runtime.config import TINY
 from wan_runtime.errors import ParallelError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel import ParallelPlan
-from wan_runtime.pipeline import WanI2V
 
-from helpers import tiny_request
-from rank_pool import RankFailure, RankPool
+from parallel_cases import FP32, TINY4, UNEVEN, assert_same_video, generate, on_ranks, reference
+from rank_pool import RankPool
 
 pytestmark = pytest.mark.slow  # spawning ranks takes seconds (imports); each case then takes about one
-
-TINY4 = replace(TINY, dit=replace(TINY.dit, num_heads=4))
-FP32 = MemoryPlan(weight_dtype="fp32")
-UNEVEN = {"size": "48*48", "frames": 9}  # 3 x 3 x 3 = 27 tokens: shards of 14/13 and 7/7/7/6
-
-
-@dataclass
-class Run:
-    """What one rank saw: the latent handed to the VAE (rank 0), the frames (rank 0) and the seed."""
-
-    latent: torch.Tensor | None
-    frames: np.ndarray | None
-    seed: int
-
-
-def generate(rank: int, parallel: ParallelPlan | None, memory: MemoryPlan = FP32, request: dict | None = None,
-             observer=None) -> Run:
-    """Load the tiny pipeline on this rank and make one video (also the single-process reference)."""
-    pipe = WanI2V.load("synthetic", TINY4, "cpu", memory, parallel=parallel)
-    latents = []
-    decode = pipe.vae.decode
-    pipe.vae.decode = lambda z, **kw: (latents.append(z.clone()), decode(z, **kw))[1]
-    try:
-        result = pipe.generate(tiny_request(**(request or {})), observer=observer)
-    finally:
-        pipe.close()
-    return Run(latents[-1] if latents else None, result.frames, result.seed)
 
 
 class FailAt:
@@ -112,29 +81,6 @@ def pool4():
     pool = RankPool(4)
     yield pool
     pool.close()
-
-
-_references: dict = {}
-
-
-def reference(memory: MemoryPlan = FP32, **request) -> Run:
-    """The single-process run of the same request (cached per memory plan and request)."""
-    key = (memory, tuple(sorted(request.items())))
-    if key not in _references:
-        _references[key] = generate(0, None, memory, request)
-    return _references[key]
-
-
-def on_ranks(pool: RankPool, *args) -> list[Run]:
-    runs = pool.run(generate, *args)
-    failures = [r for r in runs if isinstance(r, RankFailure)]
-    assert not failures, failures[0].traceback
-    return runs
-
-
-def assert_same_video(run: Run, ref: Run, latent_tol: float = 1e-5) -> None:
-    assert (run.latent - ref.latent).abs().max().item() <= latent_tol
-    assert np.abs(run.frames.astype(int) - ref.frames.astype(int)).max() <= 1
 
 
 # ---------------------------------------------------------------- 2 ranks
