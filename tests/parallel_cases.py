@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import TINY
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel import ParallelPlan
@@ -34,9 +35,9 @@ class Run:
 
 
 def generate(rank: int, parallel: ParallelPlan | None, memory: MemoryPlan = FP32, request: dict | None = None,
-             observer=None, device: str = "cpu") -> Run:
+             observer=None, device: str = "cpu", compute: ComputePlan | None = None) -> Run:
     """Load the tiny pipeline on this rank and make one video (also the single-process reference)."""
-    pipe = WanI2V.load("synthetic", TINY4, device, memory, parallel=parallel)
+    pipe = WanI2V.load("synthetic", TINY4, device, memory, parallel=parallel, compute=compute)
     latents = []
     decode = pipe.vae.decode
     pipe.vae.decode = lambda z, **kw: (latents.append(z.clone().cpu()), decode(z, **kw))[1]

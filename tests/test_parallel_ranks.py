@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+from wan_runtime.compute import ComputePlan
 from wan_runtime.errors import ParallelError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel import ParallelPlan
@@ -129,6 +130,12 @@ def test_ulysses_composes_with_swap_and_block_streaming(pool2):
 def test_ulysses_composes_with_fp8_storage(pool2):
     fp8 = MemoryPlan(weight_dtype="fp8")  # bf16 compute: compared with the single-process fp8 run
     assert_same_video(on_ranks(pool2, ParallelPlan(ulysses_size=2), fp8)[0], reference(fp8), latent_tol=1e-2)
+
+
+def test_ulysses_composes_with_compiled_blocks(pool2):
+    compiled = ComputePlan(compile="blocks", compile_backend="aot_eager")  # traces as inductor does, on the CPU
+    assert_same_video(on_ranks(pool2, ParallelPlan(ulysses_size=2), FP32, None, None, "cpu", compiled)[0],
+                      reference())
 
 
 def test_every_rank_uses_rank_0s_random_seed(pool2):

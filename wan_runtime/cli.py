@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from wan_runtime import spec
 from wan_runtime.config import PRESETS
 from wan_runtime.errors import ConfigError, ParameterError, WanError
+from wan_runtime.compute import ComputePlan
 from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
@@ -114,6 +115,9 @@ PARAM_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("--host_memory",), "host_memory"),
     (("--vram_budget_gib",), "vram_budget_gib"),
     (("--attention",), "attention"),
+    (("--cross_attention",), "cross_attention"),
+    (("--compile",), "compile"),
+    (("--matmul",), "matmul"),
     (("--threads",), "threads"),
     (("--ulysses_size",), "ulysses_size"),
     (("--collective_timeout_s",), "collective_timeout_s"),
@@ -203,6 +207,7 @@ class Invocation:
     load: LoadOptions
     request: GenerationRequest
     save_file: Path
+    compute: ComputePlan = field(default_factory=ComputePlan)
     parallel: ParallelPlan | None = None  # None: a single process, not started by torchrun
     rank: int = 0
 
@@ -275,14 +280,15 @@ def resolve(args: argparse.Namespace) -> Invocation:
         values |= _offload_values(args, device.startswith("cuda") and launch.world_size == 1)
 
     request = spec.build(GenerationRequest, values, image=args.image)
-    memory = spec.build(MemoryPlan, values)
+    memory, compute = spec.build(MemoryPlan, values), spec.build(ComputePlan, values)
+    compute.check_memory(memory)
     parallel = spec.build(ParallelPlan, values)
     check_launch(parallel, memory, PRESETS[args.preset].dit.num_heads, launch.world_size, launch.local_world_size,
                  _gpu_count() if device.startswith("cuda") else None)
     check_guidance(parallel, [request.guide_scale_high, request.guide_scale_low])
     save = args.save_file or Path(f"{args.task}_{request.size.replace('*', 'x')}_{_slug(request.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
-    return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save,
+    return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save, compute,
                       parallel if launch.torchrun else None, launch.rank)
 
 
@@ -447,7 +453,7 @@ def generate(inv: Invocation, device: Any, quiet: bool = False) -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.load.attention, observer=obs,
-                           parallel=inv.parallel)
+                           cross_attention=inv.load.cross_attention, compute=inv.compute, parallel=inv.parallel)
         result = pipe.generate(inv.request, observer=obs)
         pipe.close()
         shutdown()  # the process group of a torchrun rank (nothing in a single process)
