@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - start
     # The plain path on the very same networks: no parallel context, nothing else differs.
     plain = WanI2V(parallel.cfg, parallel.device, parallel.memory, parallel.placed, parallel.vae,
-                   parallel.text_encoder, parallel.source)
+                   parallel.text_encoder, parallel.source, check_resources=parallel.check_resources,
+                   compute=parallel.compute, text_weights=parallel.text_weights)
     rng = np.random.default_rng(0)
     width, height = (int(v) for v in args.size.split("*"))
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
