@@ -37,22 +37,23 @@ def test_a_one_rank_nccl_job_makes_the_plain_video(monkeypatch):
     np.testing.assert_array_equal(run.frames, ref.frames)
 
 
-@pytest.fixture(scope="module")
-def pool2():
-    if gpus() < 2:
-        pytest.skip("needs 2 GPUs")
-    pool = RankPool(2, backend="nccl")
+def nccl_pool(world: int):
+    """A pool of `world` NCCL ranks, one GPU each (the test skips on a machine with fewer GPUs)."""
+    if gpus() < world:
+        pytest.skip(f"needs {world} GPUs")
+    pool = RankPool(world, backend="nccl")
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="module")
+def pool2():
+    yield from nccl_pool(2)
 
 
 @pytest.fixture(scope="module")
 def pool4():
-    if gpus() < 4:
-        pytest.skip("needs 4 GPUs")
-    pool = RankPool(4, backend="nccl")
-    yield pool
-    pool.close()
+    yield from nccl_pool(4)
 
 
 @pytest.mark.parametrize("parallel,memory", [
