@@ -27,7 +27,7 @@ from PIL import Image
 from wan_runtime.budget import VramBudget, apply_vram_budget
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, StageOutOfMemoryError
-from wan_runtime.experts import PlacedExpert, load_expert
+from wan_runtime.experts import PlacedExpert, effective_placement, load_expert
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver, Observer, StepInfo
 from wan_runtime.request import GenerationRequest, ImageInput
@@ -136,6 +136,11 @@ class WanI2V:
         self.text_encoder = text_encoder
         self.source = source
         self.vram_budget = vram_budget  # the enforced cap, when the plan has one
+
+    @property
+    def effective_placement(self) -> dict[str, str | None]:
+        """Where the memory plan's placements really put the networks on this device (see experts.effective_placement)."""
+        return effective_placement(self.memory, self.device)
 
     # ---------------------------------------------------------------- loading
     @classmethod
