@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
     """Build the report and print where its files are."""
     from harness.report import build_report  # matplotlib/pandas load only when a report is asked for
 
+    from harness.report.writers import text_table
+
     files = build_report(args.runs, args.out, args.memory_case, args.title)
+    print(text_table(files.tables["summary"]), end="\n\n")
     print(f"report: {files.markdown}")
     print(f"html:   {files.html}")
     print(f"plots:  {', '.join(p.name for p in files.pngs)}")
