@@ -12,7 +12,7 @@ def test_list_prints_the_expanded_cases_and_runs_nothing(capsys, tmp_path, monke
     assert main(["list", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "6 cases in 2 process group(s)" in out
-    assert "size=128*80,steps=4,text_encoder=offload_after" in out
+    assert "size=96*64,steps=4,text_encoder=offload_after" in out
     assert list(tmp_path.iterdir()) == []
 
 

@@ -71,12 +71,12 @@ def test_report_writes_both_documents_the_plots_and_every_table_as_csv(report):
 def test_summary_table_puts_each_plan_on_a_row_and_each_resolution_in_columns_with_its_spread(report):
     files, rows = report
     headings, body = _markdown_table(files.markdown.read_text(), "Memory and latency per resolution x plan", "plan")
-    units = {size: time_unit([r["total_ms"] for r in rows.values() if r["size"] == size]) for size in ("64*64", "128*80")}
-    assert headings == ["plan", "variant", f"64*64, 5 frames: total ({units['64*64'][0]}), {SPREAD_LABEL}",
-                        f"128*80, 5 frames: total ({units['128*80'][0]}), {SPREAD_LABEL}"]  # no GPU memory columns
+    units = {size: time_unit([r["total_ms"] for r in rows.values() if r["size"] == size]) for size in ("48*48", "96*64")}
+    assert headings == ["plan", "variant", f"48*48, 5 frames: total ({units['48*48'][0]}), {SPREAD_LABEL}",
+                        f"96*64, 5 frames: total ({units['96*64'][0]}), {SPREAD_LABEL}"]  # no GPU memory columns
     assert len(body) == 3  # gpu x 2 step counts, offload_after x 4 steps
     for plan, variant, total_small, total_wide in body:
-        for size, total in (("64*64", total_small), ("128*80", total_wide)):
+        for size, total in (("48*48", total_small), ("96*64", total_wide)):
             placement = plan.split("=")[1].split(" ")[0]
             row = rows[f"size={size},{variant.replace(' ', '')},text_encoder={placement}"]
             assert total == _total_cell(row, units[size][1])
@@ -188,7 +188,7 @@ def test_a_cpu_run_says_in_one_sentence_why_there_is_no_memory_timeline(report):
 def test_the_smoke_run_fills_the_cost_section_with_a_fit_per_group(report):
     files, _ = report
     table = pd.read_csv(files.out / "cost_vs_tokens.csv")
-    assert len(table) == 3 and set(table["tokens_min"]) == {32} and set(table["tokens_max"]) == {80}
+    assert len(table) == 3 and set(table["tokens_min"]) == {18} and set(table["tokens_max"]) == {48}
     assert table["total_exponent"].notna().all()
 
 
@@ -208,7 +208,7 @@ def test_html_carries_every_markdown_table_cell(report):
 def test_report_cli_prints_the_summary_table_and_the_report_path(smoke_run, tmp_path, capsys):
     assert main(["report", str(smoke_run), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("plan ") and f"64*64, 5 frames: total" in out.splitlines()[0]
+    assert out.startswith("plan ") and f"48*48, 5 frames: total" in out.splitlines()[0]
     assert f"report: {tmp_path / 'r' / 'report.md'}" in out
 
 
