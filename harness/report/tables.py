@@ -365,6 +365,10 @@ def probe_overhead_text(percents: list[float]) -> str:
     if median <= 0:
         return ("< resolution: the probed loop was not measurably slower than the bare one "
                 "(their difference was within the timing noise)")
+    below = sum(p <= 0 for p in percents)
+    if below:
+        return (f"median {median:.2f}% of a step, at most {max(percents):.2f}%; below resolution (<= 0) in "
+                f"{below} of {len(percents)} cases")
     return f"median {median:.2f}% of a step ({min(percents):.2f}% to {max(percents):.2f}% over the cases)"
 
 

@@ -203,6 +203,7 @@ def test_gpu_memory_columns_are_hidden_when_nothing_measured_them(tmp_path):
     ([-0.18, -0.02, 0.05], "< resolution: the probed loop was not measurably slower than the bare one"),
     ([0.0], "< resolution"),
     ([0.12, 0.16, 0.22], "median 0.16% of a step (0.12% to 0.22% over the cases)"),
+    ([-1.37, 0.12, 0.17], "median 0.12% of a step, at most 0.17%; below resolution (<= 0) in 1 of 3 cases"),
 ])
 def test_a_probe_overhead_at_or_below_zero_reads_as_below_resolution(percents, text):
     assert probe_overhead_text(percents).startswith(text)
