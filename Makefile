@@ -57,7 +57,7 @@ test:  ## the test suite (GPU tests skip without CUDA)
 test-gpu:  ## only the GPU tests (on a CUDA machine)
 	$(PY) -m pytest -q -m gpu
 
-smoke:  ## the smoke suite (tiny preset, CPU, ~30 s) into $(OUT)/smoke (resumes), then its report
+smoke:  ## the smoke suite (tiny preset, CPU, ~36 s of CPU) into $(OUT)/smoke (resumes), then its report
 	wanbench run smoke --out $(OUT)/smoke $(SET)
 	wanbench report $(OUT)/smoke
 
