@@ -82,15 +82,6 @@ class Shift:
         """True when the test rejects 'no shift' at alpha."""
         return self.p_value is not None and self.p_value < self.alpha
 
-    def describe(self) -> str:
-        """The verdict in words, e.g. 'p=0.004 (5 vs 5 repeats)' or 'untested: 1 vs 1 repeats, fewer than 5'."""
-        if not self.tested:
-            return f"untested: {self.n_x} vs {self.n_y} repeats, fewer than {self.min_repeats}"
-        if self.p_value is None:
-            return f"equal medians ({self.n_x} vs {self.n_y} repeats)"
-        verdict = "significant" if self.significant else "not significant"
-        return f"p={self.p_value:.3g}, {verdict} at {self.alpha:g} ({self.n_x} vs {self.n_y} repeats)"
-
 
 def shift_test(x: Sequence[float], y: Sequence[float], alpha: float = ALPHA,
                min_repeats: int = MIN_REPEATS) -> Shift:

@@ -353,6 +353,13 @@ def environment_table(data: ReportData) -> Table:
         ("measured", f"{started[0] if started else '-'} to {finished[-1] if finished else '-'} (UTC)"),
         ("probe overhead", probe_overhead_text(overheads)),
     ]
+    # The conditions of CPU figures, where the workers recorded them (env.threads, env.load_avg_1m).
+    if _distinct(data, "env.threads"):
+        items.append(("CPU threads (torch)", joined("env.threads")))
+    loads = [c.row["env.load_avg_1m"] for c in data.cases if _is_number(c.row.get("env.load_avg_1m"))]
+    if loads:
+        items.append(("host load average (1 min) as the workers started",
+                      f"{min(loads):.2f}" + (f" to {max(loads):.2f}" if max(loads) > min(loads) else "")))
     return Table("environment", "Environment", [Column("item", "item"), Column("value", "value")],
                  [{"item": k, "value": v} for k, v in items])
 
@@ -439,7 +446,7 @@ def summary_table(data: ReportData) -> Table:
 def stages_table(data: ReportData) -> Table:
     """Median time of every stage per case, with the range of its repeats; `unaccounted` is the time between stages."""
     columns = [Column("case", "case"), Column("load_ms", "load (once)", "time")]
-    columns += [Column(f"stage_ms.{s}", s, "time", spread=True) for s in GENERATE_STAGES]
+    columns += [Column(f"stage_ms.{s}", s, "time", spread=True, optional=True) for s in GENERATE_STAGES]
     columns += [Column("total_ms", "total", "time", spread=True),
                 Column("unaccounted_ms", "unaccounted", "time", spread=True)]
     records = []

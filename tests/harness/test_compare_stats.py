@@ -73,14 +73,12 @@ def test_clearly_separated_repeats_are_a_significant_shift_down():
 
 def test_overlapping_repeats_are_not_a_significant_shift():
     shift = shift_test([9.7, 15.2, 12.0, 21.0, 14.1], [20.5, 12.5, 28.5, 14.0, 11.0])
-    assert shift.tested and not shift.significant
-    assert "not significant" in shift.describe()
+    assert shift.tested and not shift.significant and shift.p_value > 0.05
 
 
 def test_fewer_than_five_repeats_a_side_are_not_tested():
     shift = shift_test([1.0, 1.1, 1.2], [5.0, 5.1, 5.2, 5.3, 5.4])
     assert not shift.tested and shift.p_value is None and not shift.significant
-    assert shift.describe() == "untested: 3 vs 5 repeats, fewer than 5"
 
 
 def test_power_law_fit_recovers_a_planted_exponent():

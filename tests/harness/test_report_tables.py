@@ -243,3 +243,17 @@ def test_sections_with_nothing_to_show_are_one_sentence_instead_of_an_empty_tabl
     assert "No GPU memory over time (no timeline was recorded" in text
     assert [p.name for p in files.pngs] == ["stages.png"]
     assert (tmp_path / "report" / "cost_vs_tokens.csv").exists()  # the CSVs are still written
+
+
+def test_the_environment_names_the_threads_and_the_host_load_the_workers_recorded(tmp_path):
+    rows = [_gpu_row("a", **{"env.threads": 1, "env.load_avg_1m": 0.5}),
+            _gpu_row("b", steps=2, **{"env.threads": 1, "env.load_avg_1m": 4.25})]
+    text = build_report([_write_run(tmp_path / "run", rows)], tmp_path / "report").markdown.read_text()
+    assert "| CPU threads (torch) | 1 |" in text
+    assert "| host load average (1 min) as the workers started | 0.50 to 4.25 |" in text
+
+
+def test_a_stage_no_case_timed_is_not_a_column(tmp_path):
+    row = _gpu_row("a", **{"stage_ms.postprocess": None})
+    headings, _ = stages_table(load_report_data([_write_run(tmp_path / "run", [row])])).display()
+    assert not any(h.startswith("postprocess") for h in headings) and any(h.startswith("vae_decode") for h in headings)
