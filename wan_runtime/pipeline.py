@@ -29,7 +29,7 @@ from wan_runtime.compile import block_call
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError
-from wan_runtime.experts import PlacedExpert, load_expert
+from wan_runtime.experts import PlacedExpert, effective_placement, load_expert
 from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
@@ -123,6 +123,11 @@ class WanI2V:
         # Refuse a request whose memory floor does not fit what is free (wan_runtime/resources.py).
         self.check_resources = check_resources
         self._warm_shapes: set[tuple] = set()  # input shapes the compiled block call has seen
+
+    @property
+    def effective_placement(self) -> dict[str, str | None]:
+        """Where the memory plan's placements really put the networks on this device (see experts.effective_placement)."""
+        return effective_placement(self.memory, self.device)
 
     # ---------------------------------------------------------------- loading
     @classmethod
