@@ -9,9 +9,10 @@ from harness.cli import compare as compare_verb
 from harness.cli import list as list_verb
 from harness.cli import report as report_verb
 from harness.cli import run as run_verb
+from harness.cli import serve as serve_verb
 from wan_runtime.errors import WanError
 
-VERBS = {"list": list_verb, "run": run_verb, "report": report_verb, "compare": compare_verb}
+VERBS = {"list": list_verb, "run": run_verb, "report": report_verb, "compare": compare_verb, "serve": serve_verb}
 
 
 def build_parser() -> argparse.ArgumentParser:
