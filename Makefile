@@ -14,11 +14,12 @@ SIZE ?=
 BENCH_OUT = $(OUT)/bench-h100$(if $(SIZE),-$(subst *,x,$(SIZE)))
 BENCH_4090_OUT = $(OUT)/bench-4090$(if $(SIZE),-$(subst *,x,$(SIZE)))
 OFFLOAD_OUT = $(OUT)/offload$(if $(SIZE),-$(subst *,x,$(SIZE)))
+SPEED_OUT = $(OUT)/speed$(if $(SIZE),-$(subst *,x,$(SIZE)))
 # The regression suite at tiny scale on a CPU: how baselines/regression-tiny-cpu was made.
 REGRESSION_TINY = --preset tiny --set device=cpu --set 'size=80*48' --set frames=5
 MICROBENCH_STORAGE ?= $(OUT)/microbench
 
-.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality microbench
+.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality microbench
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -78,6 +79,14 @@ offload:  ## A14B memory plans (resident/swap/stream x bf16/fp8), 480p+720p, sam
 offload-quality:  ## PSNR/SSIM of fp8, VAE tiling, swap and stream vs resident bf16 (GPU, ~5 min on an H100)
 	wanbench run offload-quality --out $(OUT)/offload-quality $(SET)
 	wanbench report $(OUT)/offload-quality
+
+speed:  ## exact / compiled / SageAttention / fp8 compute plans, 480p+720p, sampled timing (GPU); SIZE=... as bench-h100
+	wanbench run speed --out $(SPEED_OUT) $(if $(SIZE),--set 'size=$(SIZE)') $(SET)
+	wanbench report $(SPEED_OUT)
+
+speed-quality:  ## PSNR/SSIM of the speed plans vs the exact plan, short full schedule (GPU, ~7 min on an H200)
+	wanbench run speed-quality --out $(OUT)/speed-quality $(SET)
+	wanbench report $(OUT)/speed-quality
 
 quality:  ## steps x guidance x shift against a 75-step reference (GPU, long)
 	wanbench run quality --out $(OUT)/quality $(SET)

@@ -26,7 +26,8 @@ suite file, recorded in its run.json; a suite gate replaces the default of that 
 command line (`--gate METRIC=rel:R,abs:A`, or `METRIC=off`).
 
 Status changes (ok -> oom/error) are listed apart and count as regressions; cases present on one
-side only are listed apart and do not.
+side only are listed apart and do not. Two runs with no case in common compared nothing, so that is
+an error (a wrong baseline would otherwise pass as "no regression") unless `allow_empty` is given.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import params as P
-from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names, read_rows,
-                             results_path)
+from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names,
+                             read_manifest, read_rows, results_path)
 from harness.stats import mann_whitney_u
 from wan_runtime.errors import ConfigError
 
@@ -136,7 +137,7 @@ def suite_gates(run: str | Path, suite: str | Path | None = None) -> tuple[dict[
     how = ""
     if suite is None:
         manifest = results_path(run).parent / MANIFEST_FILE
-        data = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+        data = (read_manifest(manifest)[0] if manifest.is_file() else None) or {}  # damaged: found by name
         if data.get("suite_file") and Path(data["suite_file"]).is_file():
             suite, overrides = data["suite_file"], list(data.get("overrides") or [])
         else:
@@ -323,6 +324,7 @@ def compare_runs(
     gate_sources: list[str] | None = None,
     alpha: float = 0.05,
     min_repeats: int = 5,
+    allow_empty: bool = False,
 ) -> Comparison:
     """Compare `current` with `baseline` (run folders or results.jsonl files); see the module docstring."""
     if gates is None:
@@ -354,6 +356,13 @@ def compare_runs(
                 result.changes.append(change)
     result.only_baseline = [row["case_id"] for key, row in base_by_key.items() if key not in cur_by_key]
     result.notes = _environment_notes(base_rows, cur_rows)
+    if not result.matched and not allow_empty:
+        raise ConfigError(
+            f"no case of {result.current} matches a case of {result.baseline} (cases are matched by every "
+            f"parameter plus {', '.join(MATCH_FIELDS)}; {len(result.only_baseline)} case(s) only in the baseline, "
+            f"{len(result.only_current)} only in the current run): nothing was compared; check that both are "
+            "runs of the same suite and settings, or pass --allow-empty"
+        )
     return result
 
 

@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.results import GENERATE_STAGES
+from harness.results import GENERATE_STAGES, SCHEMA_VERSION
 
 DEFAULT_FACTORY = "harness.worker:load_wan_pipeline"
+RUNNER_PID_ENV = "WANBENCH_RUNNER_PID"  # the runner's pid, set in a worker's environment: it must not outlive it
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def frames_path(out: str | Path, case_id: str) -> Path:
 def identity_fields(job: WorkerJob, case: CaseJob) -> dict[str, Any]:
     """Fields every row of the case carries, whatever happened to it."""
     return {
+        "schema_version": SCHEMA_VERSION,
         "suite": job.suite,
         "case_id": case.case_id,
         "group": job.group,
@@ -98,10 +100,12 @@ def failure_row(
     stage: str | None,
     memory: dict[str, Any] | None = None,
     started_at: str | None = None,
+    traceback: str | None = None,
 ) -> dict[str, Any]:
-    """A row for a case that ran out of memory or failed: the message, the stage and the memory reached."""
+    """A row for a case that ran out of memory or failed: the message, the stage, the memory reached and
+    the whole traceback (when there is one)."""
     row = identity_fields(job, case)
-    row.update({"status": status, "error": message, "failed_stage": stage,
+    row.update({"status": status, "error": message, "traceback": traceback, "failed_stage": stage,
                 "started_at": started_at, "finished_at": now_iso()})
     row.update({f"stage_ms.{s}": None for s in GENERATE_STAGES})
     row.update({"total_ms": None, "projected": job.timing == "sampled", "psnr_db": None, "ssim": None})

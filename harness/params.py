@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wan_runtime import spec
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import ModelConfig
 from wan_runtime.fields import Param, parameter, params_of
 from wan_runtime.load_options import LoadOptions
@@ -81,6 +82,11 @@ def load_param_names() -> tuple[str, ...]:
 def build_memory_plan(params: dict[str, Any]) -> MemoryPlan:
     """The MemoryPlan of a case (its constructor checks the values)."""
     return spec.build(MemoryPlan, params)
+
+
+def build_compute_plan(params: dict[str, Any]) -> ComputePlan:
+    """The ComputePlan of a case (compiled blocks, matmul precision)."""
+    return spec.build(ComputePlan, params)
 
 
 def build_load_options(params: dict[str, Any]) -> LoadOptions:

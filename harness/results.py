@@ -6,7 +6,9 @@ DataFrame, and written as CSV and parquet next to the JSONL file.
 
 Run folder layout (written by harness.runner):
     run.json          which suite (name, fingerprint, cases) the folder belongs to
+    run.lock          the run folder's lock, and run.holder.json, who holds it (harness.runlock)
     results.jsonl     one row per finished case; a case run again later appends a newer row
+    results.jsonl.torn  torn last lines cut from results.jsonl (a crash or a copy cut them), kept
     timeline.jsonl    sidecar: per case and repeat, the stage spans and the NVML memory samples
     results.csv       written at the end of a run (list fields as JSON text)
     results.parquet   written at the end of a run (list fields as lists)
@@ -16,14 +18,17 @@ Run folder layout (written by harness.runner):
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from wan_runtime.errors import ConfigError
+from wan_runtime.errors import ConfigError, WanError
 from wan_runtime.observer import STAGES
 
 if TYPE_CHECKING:  # pandas is only needed to read results back, not to produce them
@@ -34,6 +39,12 @@ TIMELINE_FILE = "timeline.jsonl"
 MANIFEST_FILE = "run.json"
 CSV_FILE = "results.csv"
 PARQUET_FILE = "results.parquet"
+
+# Version of the row layout that SCHEMA documents; every row carries it as `schema_version`. Rows
+# written before the field existed carry none and are read as version 1 (the same layout).
+SCHEMA_VERSION = 1
+READABLE_SCHEMA_VERSIONS = (1,)
+REQUIRED_FIELDS = ("suite", "case_id", "status")  # a row without them is refused, not guessed at
 
 STATUSES = ("ok", "oom", "error")
 EXPERTS = ("high", "low")
@@ -54,6 +65,8 @@ class FieldDoc:
 
 SCHEMA: tuple[FieldDoc, ...] = (
     # --- identity
+    FieldDoc("schema_version", "int", "", "version of this row layout (readers refuse versions they do not "
+             "know; rows without it predate the field and are read as version 1)"),
     FieldDoc("suite", "str", "", "suite name"),
     FieldDoc("case_id", "str", "", "case identity: the parameters that vary in the suite, `k=v` joined by commas"),
     FieldDoc("group", "str", "", "process group: cases sharing a loaded model (same plan, attention, weights)"),
@@ -67,7 +80,10 @@ SCHEMA: tuple[FieldDoc, ...] = (
     FieldDoc("repeats", "int", "", "measured repeats of the case"),
     FieldDoc("warmup", "int", "", "unmeasured warmup generations before the repeats"),
     FieldDoc("status", "str", "", "ok | oom | error"),
-    FieldDoc("error", "str", "", "the error message (null when ok)"),
+    FieldDoc("error", "str", "", "the error message (null when ok); a row whose figures held a NaN or an "
+             "infinity is an error naming them (those figures null, the finite ones kept)"),
+    FieldDoc("traceback", "str", "", "the full Python traceback of the failure, as the worker printed it "
+             "(null when ok, or when the worker process died: see its log)"),
     FieldDoc("failed_stage", "str", "", "stage the case died in (null when ok)"),
     FieldDoc("started_at", "str", "UTC", "ISO time the case started"),
     FieldDoc("finished_at", "str", "UTC", "ISO time the case ended"),
@@ -177,43 +193,219 @@ def schema_markdown() -> str:
 
 
 # ---------------------------------------------------------------- writing
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one row to a JSONL file and force it to disk, so a crash right after loses nothing."""
-    line = json.dumps(row, allow_nan=False, ensure_ascii=False)
-    _drop_torn_tail(path)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+class NoSpaceLeft(WanError):
+    """A write failed because the disk (or the quota) is full; what was written before is intact.
+
+    `kept` (set by the runner) is the number of finished rows the run folder keeps.
+    """
+
+    def __init__(self, path: str | Path | None, cause: OSError, kept: int | None = None):
+        kept_text = f"{kept} finished rows kept" if kept is not None else "rows written before are kept"
+        super().__init__(f"no space left writing {path or 'the run folder'}; {kept_text}; free space and rerun")
+        self.path = path
+        self.cause = cause
+        self.kept = kept
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for the OSErrors of a full disk or quota."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class TornTail:
+    """A torn last line cut from a JSONL file and kept aside."""
+
+    path: Path
+    line: int  # 1-based number the line had
+    size: int  # bytes cut
+    kept: Path  # where the cut bytes were appended
+
+    def describe(self) -> str:
+        """One line for the console."""
+        return (f"{self.path}: line {self.line} was torn (a write cut by a crash or a copy; {self.size} bytes): "
+                f"cut, and kept in {self.kept}")
+
+
+def non_finite_fields(row: dict[str, Any]) -> list[str]:
+    """`name=value` of every NaN or infinite number in a row (in lists too: `name[i]=value`)."""
+    found = []
+    for key, value in row.items():
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            if _non_finite(item):
+                found.append(f"{key}{'' if index is None else f'[{index}]'}={float(item)}")
+    return found
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value)
+
+
+def guard_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with no NaN or infinity left: those become null and an `ok` row becomes an `error` naming them.
+
+    A non-finite figure means the measurement (or a parameter) broke, so it is never stored as a result
+    that gates and reports would trust; the finite figures stay for inspection and the next run retries.
+    """
+    bad = non_finite_fields(row)
+    if not bad:
+        return row
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [None if _non_finite(v) else v for v in value]
+        return None if _non_finite(value) else value
+
+    out = {key: finite(value) for key, value in row.items()}
+    reason = f"non-finite values in the result ({', '.join(bad)}); the case is not trusted as measured"
+    if out.get("status") == "ok":
+        out.update({"status": "error", "error": reason})
+    else:
+        out["error"] = f"{out.get('error') or ''}; {reason}".lstrip("; ")
+    return out
+
+
+def append_row(path: Path, row: dict[str, Any]) -> TornTail | None:
+    """Append one row to a JSONL file and force it to disk, so a crash right after loses nothing.
+
+    A torn last line is cut first (see `repair_tail`; returned so the caller can say so). A failed write
+    is undone (the file is cut back to its old size), so a full disk never leaves half a row; it raises
+    NoSpaceLeft when the disk or quota is full.
+    """
+    data = (json.dumps(guard_row(row), allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        torn = repair_tail(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise NoSpaceLeft(path, exc) from exc
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)  # no half row left behind
+            if is_no_space(exc):
+                raise NoSpaceLeft(path, exc) from exc
+            raise
+    finally:
+        os.close(fd)
+    return torn
+
+
+def repair_tail(path: Path) -> TornTail | None:
+    """Cut a torn last line (with or without its newline) and keep it in `<file>.torn`; None when intact.
+
+    Only the last line can be torn (every append is forced to disk before the next): a last line that is
+    not a JSON object is cut; a complete object that only lacks its newline gets one.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        start = _last_line_start(fh, size)
+        fh.seek(start)
+        last = fh.read()
+        if not last.strip():
+            return None
+        try:
+            complete = isinstance(json.loads(last), dict)
+        except ValueError:  # not JSON, or not UTF-8
+            complete = False
+        if complete:
+            if not last.endswith(b"\n"):
+                fh.write(b"\n")
+            return None
+        kept = path.with_name(path.name + ".torn")
+        with open(kept, "ab") as aside:
+            aside.write(last if last.endswith(b"\n") else last + b"\n")
+            aside.flush()
+            os.fsync(aside.fileno())
+        number = _count_newlines(fh, start) + 1
+        fh.truncate(start)
         fh.flush()
         os.fsync(fh.fileno())
+    return TornTail(path, number, len(last), kept)
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a half-written last line (a crash mid-write), so the next row starts on a line of its own."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "r+b") as fh:
-        data = fh.read()
-        if data.endswith(b"\n"):
-            return
-        fh.truncate(data.rfind(b"\n") + 1)
+def _last_line_start(fh, size: int) -> int:
+    """Byte offset of the last line of an open file of `size` bytes (read backwards from the end)."""
+    fh.seek(max(0, size - 1))
+    end = size - 1 if fh.read(1) == b"\n" else size  # the last line's own newline is part of it
+    pos = end
+    while pos > 0:
+        step = min(1 << 16, pos)
+        fh.seek(pos - step)
+        found = fh.read(step).rfind(b"\n")
+        if found >= 0:
+            start = pos - step + found + 1
+            break
+        pos -= step
+    else:
+        start = 0
+    return start
+
+
+def _count_newlines(fh, limit: int) -> int:
+    """Newlines in the first `limit` bytes of an open file."""
+    fh.seek(0)
+    count, read = 0, 0
+    while read < limit:
+        chunk = fh.read(min(1 << 20, limit - read))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        read += len(chunk)
+    return count
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """All rows of a JSONL file in order; a torn last line (a crash mid-write) is skipped."""
+    """All rows of a JSONL file in order; a torn last line (a crash mid-write) is skipped.
+
+    Anything else that is not a result row is an error naming the line: a bad line before the last, a
+    row of a schema version this reader does not know, a row without `suite`, `case_id` or a known `status`.
+    """
     if not path.exists():
         return []
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); it is not a results file") from None
+    last = max((i for i, line in enumerate(lines, start=1) if line.strip()), default=0)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number == len(lines):  # only the last line can be half-written
+            if number == last:  # only the last line can be half-written
                 continue
             raise ConfigError(f"{path}: line {number} is not valid JSON ({exc}); the results file is damaged") from exc
+        rows.append(check_row(row, f"{path}: line {number}"))
     return rows
+
+
+def check_row(row: Any, where: str) -> dict[str, Any]:
+    """`row` if it is a result row this version can read, else a ConfigError naming `where`."""
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where} is a JSON {type(row).__name__}, not a result row (an object)")
+    version = row.get("schema_version", 1)
+    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
+        raise ConfigError(f"{where} has schema_version {version!r}; this wanbench reads version(s) "
+                          f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: read it with the wanbench that wrote it")
+    for name in REQUIRED_FIELDS:
+        if not isinstance(row.get(name), str) or not row[name]:
+            raise ConfigError(f"{where} has no {name} (every result row names its suite, case_id and status)")
+    if row["status"] not in STATUSES:
+        raise ConfigError(f"{where} has status {row['status']!r}; a result row's status is one of "
+                          f"{', '.join(STATUSES)}")
+    return row
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,17 +421,40 @@ def replace_rows(path: Path, updated: dict[str, dict[str, Any]]) -> None:
     rows = read_rows(path)
     last_index = {row["case_id"]: i for i, row in enumerate(rows)}
     for case_id, row in updated.items():
-        rows[last_index[case_id]] = row
+        rows[last_index[case_id]] = guard_row(row)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise NoSpaceLeft(path, exc) from exc
+        raise
 
 
 # ---------------------------------------------------------------- reading back
+def read_manifest(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(run.json's content, "") or (None, what is wrong with it: empty, torn, not an object...)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    if not text.strip():
+        return None, "empty"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc}"
+    if not isinstance(data, dict) or not isinstance(data.get("suite"), str):
+        return None, f"a JSON {type(data).__name__}, not an object naming the suite"
+    return data, ""
+
+
 def results_path(run: str | Path) -> Path:
     """`results.jsonl` of a run folder, or the file itself."""
     run = Path(run)

@@ -2,32 +2,45 @@
 
 - Isolation: cases that differ in what is loaded (memory plan, attention backend; the model and
   device are fixed per suite) run in different processes, so peak memory cannot leak between them.
-  The parent never initialises CUDA.
+  The parent never creates a CUDA context (it only counts the devices, to refuse a CUDA suite on a
+  machine without one before any worker starts).
 - Failures: an oom/error inside a case becomes that case's row and the worker stops; a worker that
   dies (killed, segfault) loses only its current case, which gets a `status: error` row with the
   stage it died in and the memory it had reached. Either way a new worker carries on with the rest.
 - Resume: every row is appended to results.jsonl the moment its case ends. Running the same
   command again skips cases whose latest row is `ok` or `oom`, and retries `error` ones.
-- Output folder: `run.json` records the suite and a fingerprint of its expanded cases; a folder
-  holding another suite's results (or the same suite under other settings) is refused.
+- Output folder: one run at a time (harness.runlock: a second run into it is refused, naming the
+  holder). `run.json` records the suite and a fingerprint of its expanded cases; a folder holding
+  another suite's results (or the same suite under other settings) is refused. A torn last line of
+  results.jsonl (or timeline.jsonl) is cut and kept aside in `<file>.torn` before the run appends.
+  A damaged run.json is rebuilt when the folder holds no results yet, else refused (see
+  prepare_out_dir).
+- Stops: Ctrl-C or SIGTERM (raised as SignalInterrupt by the CLI) kill the worker and end the run
+  with RunInterrupted; a full disk ends it with NoSpaceLeft. Rows written before are kept either way
+  and the same command resumes.
 - Quality: reference cases run first and keep their frames; each other case is compared with its
   reference as soon as it ends, or, if the reference ran later, in a pass at the end of the run.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, frames_path, now_iso, slug
+from harness.jobs import (DEFAULT_FACTORY, RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, frames_path,
+                          now_iso, slug)
 from harness.progress import Progress
-from harness.results import MANIFEST_FILE, RESULTS_FILE, append_row, latest_rows, read_rows, replace_rows, write_tables
+from harness.results import (MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, NoSpaceLeft, append_row, is_no_space,
+                             latest_rows, read_manifest, read_rows, repair_tail, replace_rows, write_tables)
+from harness.runlock import RunLock
 from harness.suite import Case, Suite
 from wan_runtime.errors import ConfigError
 
@@ -46,6 +59,29 @@ class RunOutcome:
     tables: tuple[Path, Path] | None = None
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """A termination signal (SIGTERM) raised like Ctrl-C, so the run stops the same clean way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_signal_interrupt(signum: int, frame: Any = None) -> None:
+    """A signal handler (`signal.signal(SIGTERM, raise_signal_interrupt)`, main thread only)."""
+    raise SignalInterrupt(signum)
+
+
+class RunInterrupted(Exception):
+    """A run stopped by a signal: its worker is stopped, finished rows are kept, the same command resumes."""
+
+    def __init__(self, signum: int, kept: int | None):
+        kept_text = f"{kept} finished cases kept" if kept is not None else "finished cases kept"
+        super().__init__(f"interrupted; {kept_text}; rerun the same command to resume")
+        self.signum = signum
+        self.kept = kept
+
+
 @dataclass
 class _WorkerState:
     """What the parent learned from one worker's events."""
@@ -57,45 +93,110 @@ class _WorkerState:
     allocated_mib: float | None = None
     nvml_mib: float | None = None
     loaded: bool = False
+    no_space: tuple[str | None, str] | None = None  # (path, message) when the worker hit a full disk
+
+
+# ---------------------------------------------------------------- before anything starts
+def cuda_device_count() -> int:
+    """CUDA devices this machine has (0 with a CPU build of torch); creates no CUDA context."""
+    import torch
+
+    return torch.cuda.device_count() if torch.backends.cuda.is_built() else 0
+
+
+def check_runnable(suite: Suite) -> None:
+    """Refuse, before any folder or worker is touched, a suite this machine cannot run (weights, device)."""
+    weights = suite.spec.model.weights
+    if weights != "synthetic" and not Path(weights).exists():
+        raise ConfigError(f"model.weights {weights!r} is neither 'synthetic' nor an existing checkpoint folder")
+    device = suite.spec.device
+    if not device.startswith("cuda"):
+        return
+    count = cuda_device_count()
+    if count == 0:
+        import torch
+
+        build = "a CPU build of torch" if not torch.backends.cuda.is_built() else "no device visible"
+        raise ConfigError(f"suite {suite.name!r} runs on device {device!r}, but this machine has no CUDA device "
+                          f"(torch {torch.__version__}: {build}); to run it here on the CPU at tiny scale: "
+                          "--preset tiny --set device=cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ConfigError(f"suite {suite.name!r} runs on device {device!r}, but this machine has {count} CUDA "
+                          f"device(s) (cuda:0..cuda:{count - 1}); choose one with --set device=cuda:N")
 
 
 # ---------------------------------------------------------------- output folder
-def prepare_out_dir(out: Path, suite: Suite) -> None:
-    """Create/check the output folder: writable, and holding nothing but this suite's results."""
+def prepare_out_dir(out: Path, suite: Suite) -> str | None:
+    """Create/check the output folder: writable, and holding nothing but this suite's results.
+
+    A run.json that is torn, empty or not an object is rebuilt when the folder holds no result rows
+    (nothing to mix up; the returned note says so); with rows it is an error, since nothing can tell
+    which definition made them. Call it while holding the folder's RunLock.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output folder {out} is not writable ({exc.strerror or exc}); "
                           "choose another --out or fix its permissions") from None
     manifest = out / MANIFEST_FILE
+    rows = read_rows(out / RESULTS_FILE)
+    note = None
     if manifest.exists():
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        if data.get("suite") != suite.name:
+        data, damage = read_manifest(manifest)
+        if data is not None:
+            _check_manifest(out, data, suite)
+            return None
+        if rows:
             raise ConfigError(
-                f"output folder {out} holds results of suite {data.get('suite')!r}, not {suite.name!r}; "
-                "use another --out (each run folder holds one suite)"
+                f"{manifest} is damaged ({damage}), so nothing tells which suite definition made the {len(rows)} "
+                f"rows of {RESULTS_FILE}; if they are {suite.name!r} run with these settings, delete run.json and "
+                "rerun to adopt them, else use another --out"
             )
-        if data.get("fingerprint") != suite.fingerprint():
-            raise ConfigError(
-                f"output folder {out} holds results of suite {suite.name!r} run with other settings "
-                f"(cases, repeats, timing, model or overrides {list(data.get('overrides', []))} differ); "
-                "results in one folder must come from one definition: use another --out"
-            )
-        return
-    foreign = {row.get("suite") for row in read_rows(out / RESULTS_FILE)} - {suite.name}
+        note = f"{manifest} was damaged ({damage}); rebuilt (the folder held no results yet)"
+    foreign = {row.get("suite") for row in rows} - {suite.name}
     if foreign:
         raise ConfigError(f"output folder {out} holds results of suite(s) {sorted(foreign)}; use another --out")
-    manifest.write_text(json.dumps({
+    text = json.dumps({
         "suite": suite.name,
         "fingerprint": suite.fingerprint(),
         "suite_file": str(suite.path) if suite.path else None,
         "overrides": list(suite.overrides),
         "created": now_iso(),
         "cases": [c.case_id for c in suite.cases],
-    }, indent=1), encoding="utf-8")
+    }, indent=1)
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, manifest)  # a crash never leaves half a run.json
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return note
+
+
+def _check_manifest(out: Path, data: dict[str, Any], suite: Suite) -> None:
+    if data.get("suite") != suite.name:
+        raise ConfigError(
+            f"output folder {out} holds results of suite {data.get('suite')!r}, not {suite.name!r}; "
+            "use another --out (each run folder holds one suite)"
+        )
+    if data.get("fingerprint") != suite.fingerprint():
+        raise ConfigError(
+            f"output folder {out} holds results of suite {suite.name!r} run with other settings "
+            f"(cases, repeats, timing, model or overrides {list(data.get('overrides', []))} differ); "
+            "results in one folder must come from one definition: use another --out"
+        )
+
+
+def finished_cases(out: Path, suite: Suite) -> int | None:
+    """How many cases of `suite` have a finished (ok/oom) latest row in `out` (None if unreadable)."""
+    try:
+        latest = {r["case_id"]: r for r in latest_rows(read_rows(out / RESULTS_FILE))}
+    except (ConfigError, OSError):
+        return None
+    ids = {c.case_id for c in suite.cases}
+    return sum(1 for case_id, row in latest.items() if case_id in ids and row["status"] in FINISHED_STATUSES)
 
 
 # ---------------------------------------------------------------- the run
@@ -105,19 +206,56 @@ def run_suite(
     factory: str = DEFAULT_FACTORY,
     stream: TextIO | None = None,
     python: str = sys.executable,
+    command: str = "",
 ) -> RunOutcome:
-    """Run every unfinished case of `suite` into `out`; see the module docstring."""
+    """Run every unfinished case of `suite` into `out`, holding the folder's lock; see the module docstring.
+
+    Raises ConfigError (bad input, checked before anything starts), RunFolderBusy (another run holds
+    `out`), NoSpaceLeft (the disk filled up) or RunInterrupted (Ctrl-C / SIGTERM); rows written before
+    are kept in every case. `command` is recorded as the lock's holder (default: this process's argv).
+    """
     out = Path(out).resolve()
-    prepare_out_dir(out, suite)
-    weights = suite.spec.model.weights
-    if weights != "synthetic" and not Path(weights).exists():
-        raise ConfigError(f"model.weights {weights!r} is neither 'synthetic' nor an existing checkpoint folder")
+    check_runnable(suite)
+    progress = Progress(0, stream)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out, command)
+        lock.acquire()
+    except OSError as exc:
+        if is_no_space(exc):
+            raise NoSpaceLeft(exc.filename or out, exc) from None
+        raise ConfigError(f"output folder {out} is not writable ({exc.strerror or exc}); "
+                          "choose another --out or fix its permissions") from None
+    try:
+        if lock.took_over:
+            progress.note(lock.took_over)
+        return _run_locked(suite, out, factory, python, progress)
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(getattr(exc, "signum", signal.SIGINT), finished_cases(out, suite)) from None
+    except NoSpaceLeft as exc:
+        raise NoSpaceLeft(exc.path, exc.cause, finished_cases(out, suite)) from None
+    except OSError as exc:
+        if is_no_space(exc):
+            raise NoSpaceLeft(exc.filename or out, exc, finished_cases(out, suite)) from None
+        raise
+    finally:
+        lock.release()
+
+
+def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Progress) -> RunOutcome:
+    note = prepare_out_dir(out, suite)
+    if note:
+        progress.note(note)
     results = out / RESULTS_FILE
+    for path in (results, out / TIMELINE_FILE):
+        torn = repair_tail(path)
+        if torn:
+            progress.note(torn.describe())
     finished = {r["case_id"] for r in latest_rows(read_rows(results)) if r.get("status") in FINISHED_STATUSES}
     references = {c.reference_id for c in suite.cases if c.reference_id and c.reference_id != c.case_id}
     todo = [(g, [c for c in cases if c.case_id not in finished]) for g, cases in suite.groups()]
     todo = [(g, cases) for g, cases in todo if cases]
-    progress = Progress(sum(len(c) for _, c in todo), stream)
+    progress.total = sum(len(c) for _, c in todo)
     skipped = len([c for c in suite.cases if c.case_id in finished])
     if skipped:
         progress.note(f"resuming {out}: {skipped} finished case(s) skipped")
@@ -126,20 +264,23 @@ def run_suite(
         remaining = list(cases)
         while remaining:
             state, code, log = _run_worker(suite, group, remaining, references, out, factory, python, progress)
+            if state.no_space is not None:
+                path, message = state.no_space
+                raise NoSpaceLeft(path, OSError(errno.ENOSPC, message))
             remaining = [c for c in remaining if c.case_id not in state.finished]
             if not remaining:
                 break
             if state.current is not None:  # died mid-case: that case alone is lost
                 dead = next(c for c in remaining if c.case_id == state.current)
                 row = _dead_worker_row(suite, group, dead, references, out, factory, state, code, log)
-                append_row(results, row)
-                progress.case_finished(dead.case_id, "error", row["error"])
+                _append(results, row, progress)
+                progress.case_finished(dead.case_id, "error", _first_line(row["error"]))
                 remaining.remove(dead)
             elif not state.finished:  # died before any case (while loading): the group cannot run
                 for case in remaining:
                     row = _dead_worker_row(suite, group, case, references, out, factory, state, code, log)
-                    append_row(results, row)
-                    progress.case_finished(case.case_id, "error", row["error"])
+                    _append(results, row, progress)
+                    progress.case_finished(case.case_id, "error", _first_line(row["error"]))
                 break
             # otherwise the worker stopped after a failed case; a fresh one takes the rest
 
@@ -152,7 +293,19 @@ def run_suite(
             progress.note(f"results.csv/.parquet not written ({exc}); results.jsonl is complete")
     latest = {r["case_id"]: r for r in latest_rows(read_rows(results))}
     statuses = Counter(latest[c.case_id]["status"] for c in suite.cases if c.case_id in latest)
-    return RunOutcome(out, ran=sum(len(c) for _, c in todo), skipped=skipped, statuses=dict(statuses), tables=tables)
+    return RunOutcome(out, ran=progress.total, skipped=skipped, statuses=dict(statuses), tables=tables)
+
+
+def _first_line(message: str | None) -> str:
+    """The console shows a failure's first line; the row keeps all of it (and the traceback)."""
+    return (message or "").split("\n", 1)[0]
+
+
+def _append(results: Path, row: dict[str, Any], progress: Progress) -> None:
+    """Append a row; say so when a torn tail had to be cut first."""
+    torn = append_row(results, row)
+    if torn:
+        progress.note(torn.describe())
 
 
 def _job(suite: Suite, group: str, cases: list[Case], references: set[str], out: Path, factory: str) -> WorkerJob:
@@ -181,7 +334,7 @@ def _run_worker(
     logs.mkdir(exist_ok=True)
     job_path, log_path = logs / f"{slug(group)}.job.json", logs / f"{slug(group)}.log"
     _job(suite, group, cases, references, out, factory).write(job_path)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{RUNNER_PID_ENV: str(os.getpid())})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     read_fd, write_fd = os.pipe()
     with open(log_path, "ab") as log:
@@ -217,10 +370,12 @@ def _handle(event: dict, state: _WorkerState, results: Path, progress: Progress)
         progress.case_started(event["case_id"])
     elif kind == "result":
         row = event["row"]
-        append_row(results, row)
+        _append(results, row, progress)
         state.finished.add(row["case_id"])
         state.current = None
-        progress.case_finished(row["case_id"], row["status"], row.get("error") or "")
+        progress.case_finished(row["case_id"], row["status"], _first_line(row.get("error")))
+    elif kind == "no_space":
+        state.no_space = (event.get("path"), event.get("message") or "No space left on device")
     else:
         if kind == "stage":
             state.stage = event["stage"]

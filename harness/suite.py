@@ -24,7 +24,12 @@ A suite (see suites/smoke.yaml for a commented example):
     gates: {total_ms: {rel: 0.08, abs: 500}}        # thresholds for `wanbench compare`
 
 Each case must find exactly one reference; a case satisfying `where` is its own reference (it is
-run, but has no metrics). Overrides (`wanbench run --set key=value`) apply before validation: a case
+run, but has no metrics).
+
+Bounds, checked before anything is built: a suite file is UTF-8 text of at most 1 MiB; its YAML,
+aliases expanded, holds at most 100,000 nodes (an alias bomb is refused, not expanded); a suite
+expands to at most `max_cases` cases (1000 by default; `--max-cases`), counted as the sweep's
+product plus its include rows before any case exists. Overrides (`wanbench run --set key=value`) apply before validation: a case
 parameter (`steps=2`) replaces that parameter in every case (its sweep axis collapses); any other
 key is a dotted path into the document (`repeats=1`, `model.preset=tiny`, `sweep.steps=[2,4]`).
 """
@@ -35,6 +40,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -50,6 +56,10 @@ from wan_runtime.config import PRESETS, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError
 
 Loc = tuple  # a path into the YAML document: ("sweep", "steps", 1)
+
+DEFAULT_MAX_CASES = 1000  # a suite expanding to more is refused (the caller may allow more)
+MAX_SUITE_BYTES = 1 << 20  # suites are short text files
+MAX_YAML_NODES = 100_000  # YAML nodes after alias expansion (an alias bomb expands to billions)
 
 
 # ---------------------------------------------------------------- the document schema
@@ -212,8 +222,8 @@ def _did_you_mean(word: str, allowed: typing.Iterable[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def _line_map(text: str) -> dict[Loc, int]:
-    """1-based line of every key and list item in a YAML text."""
+def _line_map(root: yaml.Node | None) -> dict[Loc, int]:
+    """1-based line of every key and list item of a composed YAML document."""
     lines: dict[Loc, int] = {}
 
     def walk(node: yaml.Node, loc: Loc) -> None:
@@ -226,10 +236,89 @@ def _line_map(text: str) -> dict[Loc, int]:
                 lines[loc + (i,)] = item.start_mark.line + 1
                 walk(item, loc + (i,))
 
-    root = yaml.compose(text)
     if root is not None:
         walk(root, ())
     return lines
+
+
+class _NotYaml(ConfigError):
+    """Text that does not parse as YAML."""
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """(document, its composed node tree) of a YAML text, refusing one that expands beyond MAX_YAML_NODES."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses characters YAML does not allow
+        root = loader.get_single_node()
+        if root is not None:
+            _check_expanded_size(root, source)
+        return (loader.construct_document(root) if root is not None else None), root
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise _NotYaml(f"{source}: {where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply to be a suite") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    """Count the nodes the document has once its aliases are expanded, without expanding them."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_YAML_NODES:
+                line = node.start_mark.line + 1
+                raise ConfigError(f"{source}: line {line}: the YAML expands to more than {MAX_YAML_NODES:,} nodes "
+                                  "once its aliases (*name) are expanded; a suite is refused at that size "
+                                  "(an alias bomb?)")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ConfigError(f"{source}: line {node.start_mark.line + 1}: a YAML alias refers to a node that "
+                              "contains it (a recursive document cannot be a suite)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def decode_suite(data: bytes, source: str) -> str:
+    """The text of a suite file, or a one-line ConfigError saying what the file is when it is not UTF-8."""
+    boms = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+            b"\xfe\xff": "UTF-16"}
+    for bom, name in boms.items():
+        if data.startswith(bom):
+            raise ConfigError(f"{source} is {name} text (it starts with a {name} byte-order mark); "
+                              "a suite is UTF-8: save it as UTF-8")
+    if b"\x00" in data:
+        # ASCII as UTF-16 puts a NUL in every other byte and none between; binary files have NULs anywhere.
+        even, odd = (half.count(0) / max(1, len(half)) for half in (data[0::2], data[1::2]))
+        utf16 = max(even, odd) > 0.3 and min(even, odd) < 0.02
+        what = "UTF-16 text without a byte-order mark" if utf16 else "a binary file (it holds NUL bytes)"
+        raise ConfigError(f"{source} looks like {what}, not a YAML suite; a suite is UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        controls = sum(1 for b in data if b < 0x20 and b not in b"\t\n\r")
+        if controls > len(data) // 100:
+            raise ConfigError(f"{source} looks like a binary file (byte 0x{data[exc.start]:02x} at line {line} is "
+                              "not UTF-8, and it holds control bytes), not a YAML suite") from None
+        raise ConfigError(f"{source} is not UTF-8: byte 0x{data[exc.start]:02x} at line {line} is not valid UTF-8 "
+                          "(Latin-1 or Windows-1252 text?); save the file as UTF-8") from None
 
 
 def _allowed_keys(loc: Loc) -> list[str] | None:
@@ -255,31 +344,38 @@ def load_suite(
     suite: str | Path,
     overrides: typing.Sequence[str] = (),
     preset: str | None = None,
+    max_cases: int = DEFAULT_MAX_CASES,
 ) -> Suite:
     """Read, override, validate and expand a suite file (a path or a name in suites/)."""
     from harness.registry import find_suite
 
     path = find_suite(suite)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_SUITE_BYTES:
+            raise ConfigError(f"suite {path} is {size / 2**20:.1f} MiB; a suite is a short YAML text "
+                              f"(at most {MAX_SUITE_BYTES // 2**20} MiB)")
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read suite {path}: {exc}") from exc
+        raise ConfigError(f"cannot read suite {path}: {exc.strerror or exc}") from None
     all_overrides = ([f"model.preset={preset}"] if preset else []) + list(overrides)
-    return parse_suite(text, source=str(path), overrides=all_overrides, path=path)
+    return parse_suite(decode_suite(data, str(path)), source=str(path), overrides=all_overrides, path=path,
+                       max_cases=max_cases)
 
 
 def parse_suite(
-    text: str, source: str = "<suite>", overrides: typing.Sequence[str] = (), path: Path | None = None
+    text: str,
+    source: str = "<suite>",
+    overrides: typing.Sequence[str] = (),
+    path: Path | None = None,
+    max_cases: int = DEFAULT_MAX_CASES,
 ) -> Suite:
     """Validate and expand a suite given as YAML text; every error names `source`, the line and the key."""
-    try:
-        doc = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{source}: {where}not valid YAML ({problem})") from None
+    if len(text) > MAX_SUITE_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters; a suite is a short YAML text "
+                          f"(at most {MAX_SUITE_BYTES:,})")
+    doc, root = _load_yaml(text, source)
+    lines = _line_map(root)
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: a suite is a YAML mapping (name:, model:, base:, sweep:, ...); got {type(doc).__name__}")
 
@@ -298,10 +394,12 @@ def parse_suite(
                 allowed = _allowed_keys(loc[:-1]) or []
                 problems.add(loc, f"unknown key {loc[-1]!r}; {_did_you_mean(loc[-1], allowed)}allowed: {', '.join(allowed)}")
             else:
-                problems.add(loc, f"{err['msg']} (got {err.get('input')!r})")
+                problems.add(loc, f"{err['msg']} (got {_short(err.get('input'))})")
     # Parameters are checked even when the structure has problems, so one run reports them all.
     base = _check_params(doc.get("base") or {}, ("base",), problems) if isinstance(doc.get("base"), (dict, type(None))) else {}
     sweep = doc.get("sweep") or {}
+    if isinstance(sweep, dict):
+        _check_case_count(sweep, source, max_cases)
     axes, excludes, includes = _check_sweep(sweep, problems) if isinstance(sweep, dict) else ([], [], [])
     if spec is None:
         problems.raise_if_any()
@@ -354,8 +452,8 @@ def _apply_overrides(doc: dict, overrides: typing.Sequence[str], origins: dict[L
             problems.add(("--set",), f"{text!r} is not key=value (e.g. steps=2, repeats=1, model.preset=tiny)")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = _load_yaml(raw, f"--set {text}")[0] if raw.strip() else ""
+        except _NotYaml:
             value = raw
         name = key[len("base."):] if key.startswith("base.") else key
         if name in specs:
@@ -463,6 +561,26 @@ def _check_sweep(sweep: dict[str, Any], problems: _Problems):
     return axes, excludes, includes
 
 
+def _check_case_count(sweep: dict[str, Any], source: str, max_cases: int) -> None:
+    """Refuse a sweep whose product (plus include rows) exceeds `max_cases`, before any case is built."""
+    lengths = {name: len(values) for name, values in sweep.items()
+               if name not in ("exclude", "include") and isinstance(values, list)}
+    include = sweep.get("include")
+    extra = len(include) if isinstance(include, list) else 0
+    count = math.prod(lengths.values()) + extra
+    if count > max_cases:
+        product = " x ".join(f"{n} {name}" for name, n in lengths.items()) or "no axes"
+        raise ConfigError(f"{source}: the sweep makes {count:,} cases ({product}{f' + {extra} include' if extra else ''}"
+                          f", before exclude), more than the limit of {max_cases:,}; narrow the sweep, or raise the "
+                          "limit with --max-cases")
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """repr of a value, cut to `limit` characters (a huge input must not make a huge message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_reference(ref: ReferenceSpec, problems: _Problems) -> None:
     ref.where.update(_check_params(ref.where, ("reference", "where"), problems))
     for i, name in enumerate(ref.match or []):
@@ -529,12 +647,17 @@ def _resolve_references(
         return [None] * len(cases)
     match = ref.match if ref.match is not None else [n for n in varying if n not in ref.where]
     match = [m for m in match if m not in fixed]
+
+    def key(params: dict[str, Any]) -> str:
+        return json.dumps([P.jsonable(params[k]) for k in match])
+
+    candidates: dict[str, list[str]] = {}  # references by their values of `match` (linear, not n^2)
+    for other_id, other in zip(ids, cases):
+        if all(other[k] == v for k, v in ref.where.items()):
+            candidates.setdefault(key(other), []).append(other_id)
     out: list[str | None] = []
     for case_id, params in zip(ids, cases):
-        found = [
-            other_id for other_id, other in zip(ids, cases)
-            if all(other[k] == v for k, v in ref.where.items()) and all(other[k] == params[k] for k in match)
-        ]
+        found = candidates.get(key(params), [])
         if len(found) == 1:
             out.append(found[0])
             continue

@@ -9,19 +9,26 @@ so library prints cannot corrupt the protocol):
     {"event": "stage", "stage": ..., "allocated_mib": ..., "nvml_mib": ...}   (from the Probe)
     {"event": "step", "index": i, "total": n, "expert": ...}                   (from the Probe)
     {"event": "result", "row": {...}}
+    {"event": "no_space", "path": ..., "message": ...}   (a full disk: the worker stops, the run ends)
     {"event": "done"}
 After a case fails (oom/error) the worker stops, so the next case starts in a fresh process with
 nothing left over from the failure; the runner starts it.
+
+The worker lives only as long as its runner: on Linux the kernel kills it when the runner dies
+(PR_SET_PDEATHSIG), and it exits quietly when its event pipe breaks. Ctrl-C is the runner's to
+handle (the worker ignores SIGINT; the runner stops it).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -33,30 +40,31 @@ import torch
 
 from harness import environment, overhead
 from harness.inputs import prepare_image
-from harness.jobs import CaseJob, WorkerJob, failure_row, frames_path, identity_fields, now_iso
+from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, frames_path, identity_fields, now_iso
 from harness.nvml import NvmlSampler
-from harness.params import build_memory_plan, build_request
+from harness.params import build_compute_plan, build_memory_plan, build_request
 from harness.probe import Probe
-from harness.results import TIMELINE_FILE
+from harness.results import TIMELINE_FILE, guard_row, is_no_space
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError, WanError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
-from wan_runtime.pipeline import expert_schedule
 from wan_runtime.request import GenerationRequest
 
 SYNTHETIC_NOTE = "synthetic weights: PSNR/SSIM measure numerical drift between configurations, not visual quality"
 
 
 def load_wan_pipeline(
-    source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer
+    source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer,
+    cross_attention: str | None = None, compute: ComputePlan | None = None,
 ):
     """The default factory: `WanI2V.load` (its `load` stage is reported to the observer)."""
     from wan_runtime.pipeline import WanI2V
 
     return WanI2V.load(source=source, preset=preset, device=device, memory=memory, attention=attention,
-                       observer=observer)
+                       observer=observer, cross_attention=cross_attention, compute=compute)
 
 
 def resolve_factory(spec: str) -> Callable:
@@ -132,7 +140,7 @@ class Worker:
             for case in self.job.cases:
                 self.emit({"event": "case_start", "case_id": case.case_id})
                 row = self.run_case(case)
-                self.emit({"event": "result", "row": _clean(row)})
+                self.emit({"event": "result", "row": _clean(guard_row(row))})
                 if row["status"] != "ok":
                     return  # a fresh process for the next case (see the module docstring)
             self.emit({"event": "done"})
@@ -147,15 +155,17 @@ class Worker:
         try:
             factory = resolve_factory(self.job.factory)
             self.pipe = factory(self.job.weights, self.job.preset, self.device, build_memory_plan(first),
-                                first["attention"], self.probe)
+                                first["attention"], self.probe, cross_attention=first.get("cross_attention"),
+                                compute=build_compute_plan(first))
         except Exception as exc:
             status, stage, message = self._classify(exc)
-            traceback.print_exc()
+            trace = traceback.format_exc()
+            print(trace, file=sys.stderr)
             memory = self._memory_reached(0.0)
             for case in self.job.cases:
                 row = failure_row(self.job, case, status, f"loading the pipeline failed: {message}", stage or "load",
-                                  memory, started)
-                self.emit({"event": "result", "row": _clean(row | self.env)})
+                                  memory, started, trace)
+                self.emit({"event": "result", "row": _clean(guard_row(row | self.env))})
             return False
         self.load = load_fields(recording, self.sampler)
         self.emit({"event": "loaded", "load_ms": self.load.get("load_ms")})
@@ -187,9 +197,12 @@ class Worker:
         try:
             row = self._measure(case)
         except Exception as exc:
+            if is_no_space(exc):
+                raise  # not the case's fault: the run stops (see main)
             status, stage, message = self._classify(exc)
-            traceback.print_exc()
-            row = failure_row(self.job, case, status, message, stage, self._memory_reached(t0), started)
+            trace = traceback.format_exc()
+            print(trace, file=sys.stderr)
+            row = failure_row(self.job, case, status, message, stage, self._memory_reached(t0), started, trace)
             row.update(self.load)
             row.update(self.env)
             gc.collect()
@@ -223,6 +236,8 @@ class Worker:
         experts = plan = None
         execute = None
         if sampled:
+            from wan_runtime.pipeline import expert_schedule  # the schedulers load diffusers: only when needed
+
             experts = expert_schedule(build_request(params, image), self.config)
             plan = sampled_plan(experts, job.sampled["warmup_steps"], job.sampled["measured_steps"])
             execute = frozenset(i for indices in plan.values() for i in indices)
@@ -239,14 +254,19 @@ class Worker:
             result, rep = self._generate(request)
             repeats.append(rep)
         allocated, reserved = self.probe.peaks()
-        with open(self.out / TIMELINE_FILE, "a", encoding="utf-8") as fh:
-            for i, rep in enumerate(repeats):
-                fh.write(json.dumps(_clean(timeline_record(case.case_id, i, rep, self.sampler))) + "\n")
+        timeline = self.out / TIMELINE_FILE
+        try:
+            with open(timeline, "a", encoding="utf-8") as fh:
+                for i, rep in enumerate(repeats):
+                    fh.write(json.dumps(_clean(timeline_record(case.case_id, i, rep, self.sampler))) + "\n")
+        except OSError as exc:
+            exc.filename = exc.filename or str(timeline)  # a failed write does not name its file
+            raise
 
         geo = result.geometry
         row = identity_fields(job, case)
         row.update({
-            "status": "ok", "error": None, "failed_stage": None,
+            "status": "ok", "error": None, "traceback": None, "failed_stage": None,
             "out_width": int(result.frames.shape[2]), "out_height": int(result.frames.shape[1]),
             "out_frames": int(result.frames.shape[0]), "tokens": geo.tokens, "seed_used": result.seed,
             "steps_high": result.steps_high, "steps_low": result.steps_low, "valid_video": result.valid_video,
@@ -320,16 +340,41 @@ def quality_fields(frames: np.ndarray, reference: np.ndarray, quality: dict[str,
             "quality_resize": q.resize, "quality_note": "; ".join(notes) or None}
 
 
+RUNNER_GONE_EXIT = 3  # exit status of a worker that stopped because its runner was gone
+
+
+def _die_with_runner() -> None:
+    """Ask the kernel to kill this process when its parent (the runner) dies; exit if it already has."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    runner = os.environ.get(RUNNER_PID_ENV)
+    if runner and os.getppid() != int(runner):  # it died while this process was starting
+        os._exit(RUNNER_GONE_EXIT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: `python -m harness.worker JOB.json EVENT_FD`."""
+    _die_with_runner()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the runner decides
     job_path, fd = argv if argv is not None else sys.argv[1:]
     job = WorkerJob.read(Path(job_path))
     with os.fdopen(int(fd), "w", buffering=1, encoding="utf-8") as stream:
 
         def emit(event: dict) -> None:
-            stream.write(json.dumps(event, allow_nan=False) + "\n")
+            try:
+                stream.write(json.dumps(event, allow_nan=False) + "\n")
+            except BrokenPipeError:  # the runner is gone: nobody is left to report to
+                os._exit(RUNNER_GONE_EXIT)
 
-        Worker(job, emit).run()
+        try:
+            Worker(job, emit).run()
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            traceback.print_exc()
+            emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
+            return 1
     return 0
 
 

@@ -53,6 +53,20 @@ def diffusers_transformer(d: DiTConfig):
     )
 
 
+def diffusers_sharing(model: torch.nn.Module, d: DiTConfig, device: torch.device | str) -> torch.nn.Module:
+    """diffusers' WanTransformer3DModel whose parameters are the very tensors of `model` (no copy)."""
+    from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
+
+    with torch.device("meta"):
+        theirs = diffusers_transformer(d)
+    state = {diffusers_dit_key_from_official(k): v for k, v in model.state_dict().items()}
+    theirs.load_state_dict(state, strict=False, assign=True)
+    # The rotary tables are buffers computed at construction: rebuild that one small module for real.
+    rope_cls = type(theirs.rope)
+    theirs.rope = rope_cls(d.head_dim, d.patch_size, 1024).to(device)
+    return theirs.eval()
+
+
 def diffusers_vae(v: VAEConfig):
     """diffusers' AutoencoderKLWan shaped like `v`, with its latent mean/std, on the current default device."""
     import diffusers

@@ -104,26 +104,63 @@ def test_every_available_cuda_backend_matches_math_in_bf16():
 
 
 def test_backend_list_is_the_documented_set():
-    assert set(BACKENDS) == {"auto", "cudnn", "flash", "efficient", "math", "flash_attn2", "flash_attn3", "sage"}
+    assert set(BACKENDS) == {"auto", "cudnn", "flash", "efficient", "math", "flash_attn2", "flash_attn3",
+                             "flash_attn4", "sage"}
 
 
 def test_a_package_backend_imports_its_package_once_when_bound(monkeypatch):
     imports: list[str] = []
-    calls: list[tuple] = []
-    fake = types.SimpleNamespace(sageattn=lambda q, k, v, **kw: calls.append(kw) or q)
+    calls: list[dict] = []
+    fake = types.SimpleNamespace(sageattn=lambda q, k, v, **kw: calls.append(kw) or q.clone())
+    monkeypatch.setitem(sys.modules, "sageattention", fake)
     real_import = importlib.import_module
 
-    def counting_import(name, *args):
+    def counting_import(name, *args, **kwargs):
         imports.append(name)
-        return fake if name == "sageattention" else real_import(name, *args)
+        return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib, "import_module", counting_import)
     fn = REGISTRY["sage"].bind(torch.device("cpu"))
     q, k, v = _qkv(dtype=torch.bfloat16)
     for _ in range(3):
         fn(q, k, v)
-    assert imports == ["sageattention"]
-    assert calls == [{"tensor_layout": "NHD", "is_causal": False}] * 3
+    assert [name for name in imports if name == "sageattention"] == ["sageattention"]
+    assert calls == [{"tensor_layout": "NHD", "is_causal": False, "smooth_k": False}] * 3
+
+
+def test_sage_leaves_the_keys_it_is_given_unchanged(monkeypatch):
+    seen: list[torch.Tensor] = []
+    fake = types.SimpleNamespace(sageattn=lambda q, k, v, **kw: seen.append(k) or q.clone())
+    monkeypatch.setitem(sys.modules, "sageattention", fake)
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    before = k.clone()
+    REGISTRY["sage"].bind(torch.device("cpu"))(q, k, v)
+    assert torch.equal(k, before)
+    # the kernel gets the keys minus their mean over the sequence (softmax is unchanged by that shift)
+    torch.testing.assert_close(seen[0], before - before.mean(dim=1, keepdim=True))
+
+
+def test_a_package_backend_is_one_opaque_op_inside_a_compiled_function(monkeypatch):
+    fake = types.SimpleNamespace(sageattn=lambda q, k, v, **kw: q * 2)
+    monkeypatch.setitem(sys.modules, "sageattention", fake)
+    fn = REGISTRY["sage"].bind(torch.device("cpu"))
+    compiled = torch.compile(lambda q, k, v: fn(q, k, v) + 1, backend="aot_eager", fullgraph=True)
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    torch.testing.assert_close(compiled(q, k, v), q * 2 + 1)
+
+
+def test_flash_attn4_names_its_package_and_the_carry_script(monkeypatch):
+    monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", None)
+    with pytest.raises(BackendUnavailableError, match="flash-attn-4.*bench/fa4_wheels.sh"):
+        check_backend("flash_attn4", "cpu")
+
+
+def test_a_package_backend_refuses_a_gpu_older_than_its_kernels(monkeypatch):
+    backend = PackageBackend("fake", "sys", "pip install fake", lambda module, q, k, v: q, min_capability=(9, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert backend.unavailable_reason(torch.device("cuda")) == (
+        "it needs a GPU of compute capability 9.0 or newer, and this one is 8.6")
 
 
 def test_a_package_backend_refuses_fp32_inputs_with_the_way_out():

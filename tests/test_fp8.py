@@ -148,3 +148,48 @@ def test_tiny_pipeline_with_fp8_experts_stays_close_to_bf16_on_the_cpu():
     fp8 = WanI2V.load("synthetic", "tiny", "cpu", MemoryPlan(weight_dtype="fp8")).generate(request).frames
     quality = psnr_db(fp8, bf16)
     assert 35.0 < quality < 100.0  # measured 42.0 dB (bf16 vs fp32 of the same weights: 51.2 dB)
+
+
+# ------------------------------------------------------------------ fp8 compute (matmul="fp8")
+def activations(rows: int = 48, cols: int = 256, seed: int = 1) -> torch.Tensor:
+    """Tokens of very different magnitudes, as a residual stream after modulation has."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(rows, cols, generator=g) * torch.logspace(-2, 2, rows)[:, None]).bfloat16()
+
+
+def test_fp8_compute_is_the_product_of_the_row_quantized_operands():
+    linear = nn.Linear(256, 64).bfloat16()
+    linear.weight.data = weights().bfloat16()
+    layer = FP8Linear.from_linear(linear, matmul="fp8")
+    x = activations()
+    # reference: both operands rounded to e4m3 with their row-wise scales, multiplied in fp32
+    qx, sx = quantize_fp8(x)
+    expected = (qx.float() * sx) @ (layer.weight.float() * layer.weight_scale).t() + linear.bias.float()
+    out = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=2**-7, atol=1e-3)  # bf16 output rounding
+
+
+def test_fp8_compute_stays_within_twice_the_storage_error_of_the_bf16_product():
+    linear = nn.Linear(256, 64).bfloat16()
+    x = activations()[:, None, :].expand(48, 3, 256)  # [B, L, in]: any leading shape
+    exact = linear(x).float()
+    storage = FP8Linear.from_linear(linear)(x).float()
+    compute = FP8Linear.from_linear(linear, matmul="fp8")(x).float()
+    assert compute.shape == exact.shape
+    storage_err = ((storage - exact).norm() / exact.norm()).item()
+    compute_err = ((compute - exact).norm() / exact.norm()).item()
+    assert storage_err < compute_err < 2.5 * storage_err  # the activations' rounding adds about as much again
+
+
+def test_fp8_compute_refuses_a_per_tensor_scale():
+    with pytest.raises(ValueError, match="per_channel=True"):
+        FP8Linear.from_linear(nn.Linear(32, 16), per_channel=False, matmul="fp8")
+
+
+def test_quantize_linears_makes_fp8_compute_layers_and_the_template_matches():
+    block = WanBlock(TINY.dit).bfloat16()
+    quantize_linears(block, matmul="fp8")
+    template = block_template(TINY, fp8=True, matmul="fp8")
+    modes = {m.matmul for m in block.modules() if isinstance(m, FP8Linear)}
+    assert modes == {"fp8"} == {m.matmul for m in template.modules() if isinstance(m, FP8Linear)}

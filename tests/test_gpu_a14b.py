@@ -23,28 +23,14 @@ import torch
 from wan_runtime.attention import resolve_ops
 from wan_runtime.config import A14B
 from wan_runtime.weights import load_dit
-from wan_runtime.weights.names_dit import diffusers_dit_key_from_official
 
-from helpers import cuda_timed, diffusers_transformer
+from helpers import cuda_timed, diffusers_sharing
 
 pytestmark = pytest.mark.gpu
 diffusers = pytest.importorskip("diffusers")
 
 # (name, latent frames, latent h, latent w): 480p/81 frames and 720p/9 frames
 CASES = [("480p_81f", 21, 60, 104), ("720p_9f", 3, 90, 160)]
-
-
-def _diffusers_sharing(model: torch.nn.Module) -> torch.nn.Module:
-    """diffusers' WanTransformer3DModel whose parameters are the very tensors of `model` (no copy)."""
-    d = A14B.dit
-    with torch.device("meta"):
-        theirs = diffusers_transformer(d)
-    state = {diffusers_dit_key_from_official(k): v for k, v in model.state_dict().items()}
-    theirs.load_state_dict(state, strict=False, assign=True)
-    # The rotary tables are buffers computed at construction: rebuild that one small module for real.
-    rope_cls = type(theirs.rope)
-    theirs.rope = rope_cls(d.head_dim, d.patch_size, 1024).to("cuda")
-    return theirs.eval()
 
 
 def _fp32_reference(model: torch.nn.Module, x, t, ctx, y) -> torch.Tensor:
@@ -81,7 +67,7 @@ def test_a14b_expert_agrees_with_diffusers_at_full_size():
     torch.cuda.synchronize()
     build_s = time.perf_counter() - start
     resident_gib = torch.cuda.memory_allocated() / 2**30
-    theirs = _diffusers_sharing(ours)
+    theirs = diffusers_sharing(ours, A14B.dit, "cuda")
     figures = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "diffusers": diffusers.__version__,
                "build_s": round(build_s, 2), "resident_gib": round(resident_gib, 2), "cases": {}}
     gen = torch.Generator("cuda").manual_seed(0)

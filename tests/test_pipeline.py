@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT
 from wan_runtime.errors import ConfigError, StageOutOfMemoryError
 from wan_runtime.memory import MemoryPlan
@@ -67,7 +69,7 @@ def test_every_stage_reaches_the_observer_in_order():
     pipe = WanI2V.load("synthetic", "tiny", "cpu", FP32, observer=obs)
     image = Image.new("RGB", (64, 48), (120, 30, 200))
     pipe.generate(request(image), observer=obs)
-    assert obs.stages == list(STAGES)
+    assert obs.stages == [s for s in STAGES if s != "compile"]  # compile: only with compiled blocks
 
 
 @pytest.mark.parametrize("shift,high", [(5.0, 15), (3.0, 10)])
@@ -203,3 +205,40 @@ def test_on_gpu_offloading_plans_give_the_same_frames_as_resident(image, plan):
     if plan.experts == "swap":  # only the active expert stays on the device
         assert next(other.experts["high"].parameters()).device.type == "cpu"
     assert np.array_equal(frames, reference)
+
+
+# ------------------------------------------------------------------ speed options in the pipeline
+COMPILED = ComputePlan(compile="blocks", compile_backend="aot_eager")  # see tests/test_compile.py
+
+
+def test_compiled_blocks_compile_in_their_own_stage_once_per_shape(pipe, image):
+    torch._dynamo.reset()
+    compiled = WanI2V.load("synthetic", "tiny", "cpu", FP32, compute=COMPILED)
+    first, second = RecordingObserver(), RecordingObserver()
+    frames = compiled.generate(request(image), observer=first).frames
+    compiled.generate(request(image), observer=second)
+    assert first.stages == ["text_encode", "image_encode", "compile", "denoise_high", "denoise_low",
+                            "vae_decode", "postprocess"]
+    assert "compile" not in second.stages  # the same shapes: nothing left to compile
+    assert len(first.steps) == 4  # the warm-up is not a step
+    np.testing.assert_array_equal(frames, pipe.generate(request(image)).frames)
+    torch._dynamo.reset()
+
+
+def test_offload_after_parks_the_text_encoder_in_one_host_buffer(image):
+    plan = dataclasses.replace(FP32, text_encoder="offload_after")
+    offloaded = WanI2V.load("synthetic", "tiny", "cpu", plan)
+    group = offloaded.text_weights
+    model = offloaded.text_encoder.model
+    host = group.host
+    parked = lambda: all(p.untyped_storage().data_ptr() == host.untyped_storage().data_ptr()  # noqa: E731
+                         for p in model.parameters())
+    assert parked()
+    moves: list[str] = []
+    to_device, to_host = group.to_device, group.to_host
+    group.to_device = lambda device: moves.append("in") or to_device(device)
+    group.to_host = lambda: moves.append("out") or to_host()
+    resident = WanI2V.load("synthetic", "tiny", "cpu", FP32)
+    assert (offloaded._encode_text(request(image), RecordingObserver())[0]
+            == resident._encode_text(request(image), RecordingObserver())[0]).all()
+    assert moves == ["in", "out"] and parked()

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wan_runtime import spec
+from wan_runtime.compute import ComputePlan
 from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.fields import check_fields, parameter
 from wan_runtime.load_options import LoadOptions
@@ -185,9 +186,16 @@ def test_every_parameter_says_where_it_goes_and_has_a_doc():
         assert param.doc, name
 
 
-def test_load_names_are_the_memory_plan_and_load_option_fields():
+def test_load_names_are_the_memory_plan_compute_plan_and_load_option_fields():
     plan = [f.name for f in dataclasses.fields(MemoryPlan)]
-    assert spec.load_names() == (*plan, "attention", "threads")
+    compute = [f.name for f in dataclasses.fields(ComputePlan)]
+    assert spec.load_names() == (*plan, *compute, "attention", "cross_attention", "threads")
+
+
+def test_fp8_compute_without_fp8_storage_is_refused_by_the_spec():
+    with pytest.raises(ConfigError, match="matmul='fp8'.*needs weight_dtype='fp8'"):
+        spec.validate({"prompt": "p", "matmul": "fp8", "weight_dtype": "bf16"})
+    assert spec.validate({"prompt": "p", "matmul": "fp8", "weight_dtype": "fp8"})["matmul"] == "fp8"
 
 
 def test_a_value_object_joins_the_catalog_with_one_registration(monkeypatch):

@@ -2,7 +2,9 @@
 
 A backend is one implementation of softmax attention over [B, L, H, D] tensors: one of torch's
 scaled-dot-product kernels (restricted with `sdpa_kernel`, so torch cannot quietly pick another)
-or an optional package (flash-attn 2/3, SageAttention). `resolve_attention(name, device)` checks
+or an optional package (flash-attn 2/3/4, SageAttention). Package kernels are called through one
+torch custom op (`wan_runtime::package_attention`), so `torch.compile` treats them as opaque calls
+instead of tracing into their Python (compiled blocks keep one graph). `resolve_attention(name, device)` checks
 that the backend can run there, imports what it needs once, and returns an `AttentionFn`; the
 model calls that function on every forward, with no lookup or import per call. Asking for a
 backend this machine cannot run raises `BackendUnavailableError`; nothing falls back silently.
@@ -14,6 +16,7 @@ limited to the long self-attention while the short cross-attention stays exact.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Callable, NamedTuple, Protocol
@@ -92,6 +95,7 @@ class PackageBackend:
     module: str
     how_to_get: str
     call: Callable[[ModuleType, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    min_capability: tuple[int, int] = (8, 0)  # the oldest GPU architecture the package's kernels build for
 
     def _import(self) -> ModuleType | None:
         try:
@@ -107,12 +111,17 @@ class PackageBackend:
             return f"it needs a CUDA device, and this one is {device.type!r}"
         if not torch.cuda.is_available():
             return "torch sees no CUDA device"
+        capability = torch.cuda.get_device_capability(device)
+        if capability < self.min_capability:
+            return (f"it needs a GPU of compute capability {self.min_capability[0]}.{self.min_capability[1]} "
+                    f"or newer, and this one is {capability[0]}.{capability[1]}")
         return None
 
     def bind(self, device: torch.device) -> AttentionFn:
-        """The attention function; the package is imported here, once."""
-        module = self._import()
-        name, call = self.name, self.call
+        """The attention function; the package is imported here, once, and found in sys.modules after."""
+        if self._import() is None:
+            raise BackendUnavailableError(f"attention backend {self.name!r} is not available: {self.how_to_get}")
+        name = self.name
 
         def packaged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if q.dtype not in (torch.float16, torch.bfloat16):
@@ -120,14 +129,34 @@ class PackageBackend:
                     f"attention backend {name!r} needs float16 or bfloat16 inputs, got {q.dtype}; "
                     "run the model in bf16 or pick a torch SDPA backend"
                 )
-            return call(module, q, k, v)
+            return package_attention(name, q, k, v)
 
         return packaged
 
 
+@torch.library.custom_op("wan_runtime::package_attention", mutates_args=())
+def package_attention(backend: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention through package backend `backend` (already imported by `bind`), [B, L, H, D] -> [B, Lq, H, Dv]."""
+    entry = REGISTRY[backend]
+    # contiguous: the layout the fake below promises a compiled graph (a no-op for these kernels' outputs)
+    return entry.call(sys.modules[entry.module], q, k, v).contiguous()
+
+
+@package_attention.register_fake
+def _package_attention_shape(backend: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return q.new_empty(*q.shape[:-1], v.shape[-1])
+
+
 def _flash_attn(module: ModuleType, q, k, v) -> torch.Tensor:
     out = module.flash_attn_func(q, k, v)
-    return out[0] if isinstance(out, tuple) else out  # some FlashAttention-3 builds add softmax_lse
+    return out[0] if isinstance(out, tuple) else out  # some FlashAttention-3/4 builds add softmax_lse
+
+
+def _sage_attn(module: ModuleType, q, k, v) -> torch.Tensor:
+    # SageAttention's own smoothing (smooth_k=True) subtracts the key mean in place, which would
+    # change the caller's k; the same smoothing out of place leaves the inputs as they were.
+    k = k - k.mean(dim=1, keepdim=True)
+    return module.sageattn(q, k, v, tensor_layout="NHD", is_causal=False, smooth_k=False)
 
 
 Backend = SdpaBackend | PackageBackend
@@ -150,11 +179,17 @@ _REGISTERED: tuple[Backend, ...] = (
         "flash_attn3", "flash_attn_interface",
         "flash_attn_interface (FlashAttention-3) is not installed: it has no wheels on PyPI; "
         "build it from source (flash-attention/hopper, `python setup.py install`)",
-        _flash_attn,
+        _flash_attn, min_capability=(9, 0),
+    ),
+    PackageBackend(
+        "flash_attn4", "flash_attn.cute.interface",
+        "flash_attn.cute (FlashAttention-4) is not installed: pip install 'flash-attn-4[cu13]' "
+        "(its CUTLASS DSL libraries are ~92 MB; bench/fa4_wheels.sh carries them to the GPU machine)",
+        _flash_attn, min_capability=(9, 0),
     ),
     PackageBackend(
         "sage", "sageattention", "sageattention is not installed: pip install sageattention",
-        lambda module, q, k, v: module.sageattn(q, k, v, tensor_layout="NHD", is_causal=False),
+        _sage_attn,
     ),
 )
 REGISTRY: MappingProxyType[str, Backend] = MappingProxyType({b.name: b for b in _REGISTERED})
@@ -216,6 +251,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     return fn(q, k, v, key_padding_mask=key_padding_mask)
 
 
-__all__ = ["AttentionFn", "AttentionOps", "SdpaBackend", "PackageBackend", "REGISTRY", "BACKENDS",
+__all__ = ["AttentionFn", "AttentionOps", "SdpaBackend", "PackageBackend", "REGISTRY", "BACKENDS", "package_attention",
            "attention", "available_backends", "check_backend", "check_backend_name", "resolve_attention",
            "resolve_ops"]

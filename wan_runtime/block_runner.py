@@ -44,6 +44,11 @@ class BlockRunner(Protocol):
     def __call__(self, model: "WanDiT", x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
                  rope: torch.Tensor, ops: AttentionOps) -> torch.Tensor: ...
 
+    def warm_up(self, model: "WanDiT", x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
+                rope: torch.Tensor, ops: AttentionOps) -> None:
+        """Call one block as `__call__` would (so a compiled call compiles for these shapes); no result."""
+        ...
+
 
 @dataclass
 class ResidentBlocks:
@@ -57,6 +62,11 @@ class ResidentBlocks:
             x = self.call(block, x, e0, context, rope, ops)
         return x
 
+    def warm_up(self, model: "WanDiT", x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
+                rope: torch.Tensor, ops: AttentionOps) -> None:
+        """Call the first block once."""
+        self.call(model.blocks[0], x, e0, context, rope, ops)
+
 
 @dataclass
 class StreamedBlocks:
@@ -68,6 +78,11 @@ class StreamedBlocks:
     def __call__(self, model: "WanDiT", x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
                  rope: torch.Tensor, ops: AttentionOps) -> torch.Tensor:
         return self.streamer.run(x, (e0, context, rope, ops), self.call)
+
+    def warm_up(self, model: "WanDiT", x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
+                rope: torch.Tensor, ops: AttentionOps) -> None:
+        """Call the first block once, through a ring slot."""
+        self.streamer.call_first(x, (e0, context, rope, ops), self.call)
 
 
 __all__ = ["BlockCall", "BlockRunner", "ResidentBlocks", "StreamedBlocks", "eager_call"]

@@ -299,6 +299,21 @@ class BlockStreamer:
             raise
         return x
 
+    def call_first(self, x: torch.Tensor, args: tuple, call: Callable[..., torch.Tensor]) -> None:
+        """Copy block 0 into slot 0 and compute it once, outside the ring's sequence (a warm-up; no result).
+
+        The ring starts its next pass from scratch, and its first copy waits for this compute.
+        """
+        if self.device is None:
+            raise RuntimeError("BlockStreamer.call_first before start(): activate the expert first")
+        self._drain()
+        slot = self._slots[0]
+        slot.buffer.copy_(self.groups[0].host)
+        call(slot.shell, x, *args)
+        if self._copy_stream is not None:
+            self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        self.ring.reset()
+
     def _load(self, load: Load) -> None:
         slot = self._slots[load.slot]
         source = self.groups[load.block].host

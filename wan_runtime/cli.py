@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from wan_runtime import spec
 from wan_runtime.config import PRESETS
 from wan_runtime.errors import ConfigError, ParameterError, WanError
+from wan_runtime.compute import ComputePlan
 from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
@@ -112,6 +113,9 @@ PARAM_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("--host_memory",), "host_memory"),
     (("--vram_budget_gib",), "vram_budget_gib"),
     (("--attention",), "attention"),
+    (("--cross_attention",), "cross_attention"),
+    (("--compile",), "compile"),
+    (("--matmul",), "matmul"),
     (("--threads",), "threads"),
 )
 
@@ -196,6 +200,7 @@ class Invocation:
     load: LoadOptions
     request: GenerationRequest
     save_file: Path
+    compute: ComputePlan = field(default_factory=ComputePlan)
 
 
 def resolve(args: argparse.Namespace) -> Invocation:
@@ -268,8 +273,9 @@ def resolve(args: argparse.Namespace) -> Invocation:
     request = spec.build(GenerationRequest, values, image=args.image)
     save = args.save_file or Path(f"{args.task}_{request.size.replace('*', 'x')}_{_slug(request.prompt)}.mp4")
     source = "synthetic" if args.weights else args.ckpt_dir
-    return Invocation(source, args.preset, device, spec.build(MemoryPlan, values), spec.build(LoadOptions, values),
-                      request, save)
+    memory, compute = spec.build(MemoryPlan, values), spec.build(ComputePlan, values)
+    compute.check_memory(memory)
+    return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save, compute)
 
 
 def _offload_values(args: argparse.Namespace, offload: bool) -> dict[str, str]:
@@ -419,7 +425,8 @@ def generate(inv: Invocation, device: Any, quiet: bool = False) -> int:
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.load.attention, observer=obs)
+        pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.load.attention, observer=obs,
+                           cross_attention=inv.load.cross_attention, compute=inv.compute)
         result = pipe.generate(inv.request, observer=obs)
         path = write_mp4(result.frames, inv.save_file, fps=pipe.cfg.fps)
     finally:

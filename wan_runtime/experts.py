@@ -23,10 +23,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from wan_runtime.block_runner import StreamedBlocks
+from wan_runtime.block_runner import BlockCall, ResidentBlocks, StreamedBlocks
 from wan_runtime.block_stream import BlockStreamer
+from wan_runtime.compile import block_call
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import ModelConfig
 from wan_runtime.errors import ConfigError
+from wan_runtime.compute import Matmul
 from wan_runtime.fp8 import quantize_linears
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Expert
@@ -112,25 +115,31 @@ def _part(model: WanDiT, index: int | None) -> nn.Module:
     return holder
 
 
-def block_template(cfg: ModelConfig, fp8: bool) -> nn.Module:
+def block_template(cfg: ModelConfig, fp8: bool, matmul: Matmul = "native") -> nn.Module:
     """A block with the structure of the expert's blocks (fp8 layers included) on the meta device."""
     with torch.device("meta"):
         block = WanBlock(cfg.dit)
     if fp8:
-        quantize_linears(block)
+        quantize_linears(block, matmul=matmul)
     return block.eval().requires_grad_(False)
 
 
 def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: MemoryPlan,
                 device: str | torch.device, attention: str = "auto",
-                cross_attention: str | None = None) -> PlacedExpert:
+                cross_attention: str | None = None, compute: ComputePlan | None = None,
+                call: BlockCall | None = None) -> PlacedExpert:
     """Build expert `expert` ("high" | "low") from `source` and place it as `plan` says (parked unless resident).
 
     `attention` / `cross_attention` are the self- and cross-attention backends (cross None: the same).
+    `compute` says how the blocks compute; `call` is the block call to use (a pipeline hands both
+    experts the same compiled call; None: the one `compute` asks for, made here).
     """
     if expert not in ("high", "low"):
         raise ConfigError(f"expert must be 'high' (high-noise) or 'low' (low-noise), not {expert!r}")
+    compute = compute or ComputePlan()
     device = resolve_device(device)
+    compute.check(plan, device)
+    call = call or block_call(compute)
     mode = placement_mode(plan, device)
     fp8 = plan.weight_dtype == "fp8"
     pinned = device.type == "cuda"  # host copies exist to feed a GPU; on the CPU they are plain memory
@@ -154,7 +163,7 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
             materialize_synthetic(part, seed, dtype, device)
         if fp8 and index is not None:
             part.to(device)  # quantize where the arithmetic is fast
-            quantize_linears(part)
+            quantize_linears(part, matmul=compute.matmul)
         if mode == "resident":
             part.to(device)
         elif mode == "pageable":
@@ -167,9 +176,10 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
 
     streamer = None
     if mode == "stream":
-        streamer = BlockStreamer(block_groups, block_template(cfg, fp8), plan.prefetch_blocks)
-    if streamer is not None:
-        model.runner = StreamedBlocks(streamer)  # the blocks come through the ring, not model.blocks
+        streamer = BlockStreamer(block_groups, block_template(cfg, fp8, compute.matmul), plan.prefetch_blocks)
+        model.runner = StreamedBlocks(streamer, call)  # the blocks come through the ring, not model.blocks
+    else:
+        model.runner = ResidentBlocks(call)
     model.set_attention(attention, cross_attention)
     model.attention_ops(device)  # resolve the backends now: one that cannot run here fails the load
     return PlacedExpert(model, device, mode, groups, streamer)

@@ -9,11 +9,20 @@ Error bound per element, in units of the scaled value v = W / s: e4m3 has 3 mant
 normal v is rounded with |v - Q| <= 2^-4 |v|; below 2^-6 (subnormals, spacing 2^-9) |v - Q| <= 2^-10.
 Hence |W - Q*s| <= max(2^-4 |W|, 2^-10 s). tests/test_fp8.py checks exactly this bound.
 
-Compute: the weight is dequantized per layer call into the activations' dtype (bf16 on the GPU),
-W' = bf16(Q) * bf16(s) (the e4m3 -> bf16 cast is exact; the product adds one bf16 rounding, 2^-9,
-sixteen times smaller than the fp8 error), then a normal bf16 matmul. The temporary W' lives for one
-layer (at most 141 MB for A14B's FFN). fp8 x fp8 matmuls (`torch._scaled_mm`) would also quantize
-the activations; they are not used.
+Compute, two ways (`FP8Linear.matmul`):
+- "native" (the default, storage only): the weight is dequantized per layer call into the
+  activations' dtype (bf16 on the GPU), W' = bf16(Q) * bf16(s) (the e4m3 -> bf16 cast is exact; the
+  product adds one bf16 rounding, 2^-9, sixteen times smaller than the fp8 error), then a normal bf16
+  matmul. The temporary W' lives for one layer (at most 141 MB for A14B's FFN).
+- "fp8" (fp8 compute, lossy): the activations are quantized too, per row (per token) with the same
+  scaling rule, computed on the fly, and `torch._scaled_mm` multiplies Q_x [M, K] by Q^T with both
+  row-wise scales on the fp8 tensor cores (Ada and Hopper: twice the bf16 rate), accumulating in
+  fp32 and writing bf16 with the bias added. The activation rounding (2^-4 relative) adds to the
+  weight's, so the drift is about twice that of fp8 storage; the harness measures it.
+  `torch._scaled_mm` is used directly rather than torchao's float8 inference config: it is one torch
+  op that exists in every torch this project runs on (2.11 on the GPU machine, 2.13 in CI, where the
+  CPU kernel lets tests check the numerics), and torchao would tie the project to torchao/torch
+  version pairs on two machines for the same call.
 
 Only the Linear layers inside the blocks are converted. Norms, modulation, the patch/text/time
 embeddings, the time projection and the head keep their dtype (the DiT calls the time MLPs and the
@@ -26,8 +35,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wan_runtime.compute import Matmul
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448.0
+FP8_COMPUTE_CAPABILITY = (8, 9)  # the first GPUs with fp8 tensor cores: Ada (RTX 4090, L4, L40); Hopper is 9.0
+
 
 
 def quantize_fp8(weight: torch.Tensor, per_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,14 +63,25 @@ def dequantize_fp8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> 
 
 
 class FP8Linear(nn.Module):
-    """A Linear layer whose weight is stored as scaled float8 e4m3; computes in its input's dtype."""
+    """A Linear layer whose weight is stored as scaled float8 e4m3; `matmul` says how it multiplies.
+
+    "native": dequantize the weight to the input's dtype, then a normal matmul (storage only);
+    "fp8": quantize the input per row and multiply in fp8 (`torch._scaled_mm`, bf16 out).
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, per_channel: bool = True,
-                 bias_dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None):
+                 bias_dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
+                 matmul: Matmul = "native"):
         super().__init__()
+        if matmul not in ("native", "fp8"):
+            raise ValueError(f"FP8Linear matmul must be 'native' or 'fp8', not {matmul!r}")
+        if matmul == "fp8" and not per_channel:
+            raise ValueError("fp8 compute needs a scale per output channel (per_channel=True): "
+                             "torch._scaled_mm takes row-wise scales for both operands")
         self.in_features = in_features
         self.out_features = out_features
         self.per_channel = per_channel
+        self.matmul = matmul
         self.weight = nn.Parameter(
             torch.empty(out_features, in_features, dtype=FP8_DTYPE, device=device), requires_grad=False
         )
@@ -70,11 +94,11 @@ class FP8Linear(nn.Module):
         )
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, per_channel: bool = True) -> "FP8Linear":
+    def from_linear(cls, linear: nn.Linear, per_channel: bool = True, matmul: Matmul = "native") -> "FP8Linear":
         """Quantize an nn.Linear (on any device, meta included); the bias keeps its dtype."""
         weight = linear.weight
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, per_channel,
-                    bias_dtype=weight.dtype, device="meta")
+                    bias_dtype=weight.dtype, device="meta", matmul=matmul)
         q, scale = quantize_fp8(weight.detach(), per_channel)
         layer.weight = nn.Parameter(q, requires_grad=False)
         layer.weight_scale = scale
@@ -87,25 +111,64 @@ class FP8Linear(nn.Module):
         return dequantize_fp8(self.weight, self.weight_scale, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., in] -> [..., out] in x's dtype."""
+        """x [..., in] -> [..., out] in x's dtype (bf16 for fp8 compute)."""
+        if self.matmul == "fp8":
+            return self._fp8_forward(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight(x.dtype), bias)
+
+    def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])  # [M, in]
+        q, scale = quantize_fp8(rows)  # per-row (per-token) scales [M, 1], computed on the fly
+        out = torch._scaled_mm(
+            q, self.weight.t(),  # [in, out] column-major, as the kernel wants
+            scale_a=scale, scale_b=self.weight_scale.view(1, -1),
+            bias=None if self.bias is None else self.bias.to(torch.bfloat16),
+            out_dtype=torch.bfloat16, use_fast_accum=True,
+        )
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         per = "output channel" if self.per_channel else "tensor"
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
-               f"bias={self.bias is not None}, scale per {per}"
+               f"bias={self.bias is not None}, scale per {per}, matmul={self.matmul}"
 
 
-def quantize_linears(module: nn.Module, per_channel: bool = True) -> int:
+def quantize_linears(module: nn.Module, per_channel: bool = True, matmul: Matmul = "native") -> int:
     """Replace every nn.Linear inside `module` by an FP8Linear, in place; returns how many were replaced."""
     replaced = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:  # exact type: subclasses may rely on their own forward
-                setattr(parent, name, FP8Linear.from_linear(child, per_channel))
+                setattr(parent, name, FP8Linear.from_linear(child, per_channel, matmul))
                 replaced += 1
     return replaced
 
 
-__all__ = ["FP8_DTYPE", "FP8_MAX", "quantize_fp8", "dequantize_fp8", "FP8Linear", "quantize_linears"]
+def fp8_matmul_unavailable_reason(device: torch.device | str) -> str | None:
+    """Why fp8 compute (`torch._scaled_mm` with row-wise scales) cannot run on `device`, or None.
+
+    A GPU needs fp8 tensor cores (compute capability 8.9+); then, as on the CPU, a small product is
+    tried, because whether this torch build has the row-wise kernel for the device is only known by
+    calling it.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+        capability = torch.cuda.get_device_capability(device)
+        if capability < FP8_COMPUTE_CAPABILITY:
+            return (f"this GPU (compute capability {capability[0]}.{capability[1]}) has no fp8 tensor cores; "
+                    "they start at 8.9 (Ada: RTX 4090, L4, L40) and 9.0 (Hopper: H100, H200)")
+    elif device.type != "cpu":
+        return f"fp8 compute runs on CUDA GPUs (and the CPU), not on {device.type!r}"
+    try:
+        probe = FP8Linear.from_linear(nn.Linear(32, 16).to(device=device, dtype=torch.bfloat16), matmul="fp8")
+        probe(torch.ones(2, 32, device=device, dtype=torch.bfloat16))
+    except Exception as exc:  # noqa: BLE001 - whatever the build says is the reason
+        return f"torch {torch.__version__} cannot run a row-wise scaled fp8 matmul here ({str(exc).splitlines()[0]})"
+    return None
+
+
+__all__ = ["FP8_DTYPE", "FP8_MAX", "FP8_COMPUTE_CAPABILITY", "Matmul", "quantize_fp8", "dequantize_fp8", "FP8Linear",
+           "quantize_linears", "fp8_matmul_unavailable_reason"]

@@ -11,6 +11,7 @@ STAGES: tuple[str, ...] = (
     "load",
     "text_encode",
     "image_encode",
+    "compile",  # only with compiled blocks, once per input shape (wan_runtime/compile.py)
     "denoise_high",
     "denoise_low",
     "vae_decode",

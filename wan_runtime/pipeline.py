@@ -25,12 +25,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wan_runtime.budget import VramBudget, apply_vram_budget
+from wan_runtime.compile import block_call
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError
 from wan_runtime.experts import PlacedExpert, load_expert
 from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
+from wan_runtime.offload import WeightGroup
 from wan_runtime.request import GenerationRequest
 from wan_runtime.resources import capacity, check_load, check_request, open_request
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
@@ -103,18 +106,23 @@ class WanI2V:
         source: str,
         vram_budget: VramBudget | None = None,
         check_resources: bool = True,
+        compute: ComputePlan | None = None,
+        text_weights: WeightGroup | None = None,
     ):
         self.cfg = cfg
         self.device = device
         self.memory = memory
+        self.compute = compute or ComputePlan()
         self.placed = placed  # how each expert is brought onto and off the device
         self.experts = {name: p.model for name, p in placed.items()}
         self.vae = vae
         self.text_encoder = text_encoder
+        self.text_weights = text_weights  # offload_after: the encoder's host copy (pinned on a GPU)
         self.source = source
         self.vram_budget = vram_budget  # the enforced cap, when the plan has one
         # Refuse a request whose memory floor does not fit what is free (wan_runtime/resources.py).
         self.check_resources = check_resources
+        self._warm_shapes: set[tuple] = set()  # input shapes the compiled block call has seen
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -128,8 +136,9 @@ class WanI2V:
         observer: Observer | None = None,
         cross_attention: str | None = None,
         check_resources: bool = True,
+        compute: ComputePlan | None = None,
     ) -> "WanI2V":
-        """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory plan.
+        """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory and compute plans.
 
         Under `experts=swap` (and `dit_blocks=stream`) both experts end the load parked in host
         memory, built part by part so the device never holds more than one part of a parked
@@ -137,11 +146,14 @@ class WanI2V:
         Before anything is allocated, the plan's memory floor is checked against what the device
         and host have free (InsufficientMemoryError naming a plan that fits); `check_resources=False`
         skips that check here and in `generate`, for a caller that wants the real out-of-memory.
+        Under `text_encoder=offload_after` the encoder is parked in one host buffer (pinned on a
+        GPU), so bringing it in is one copy and parking it is free.
         """
         obs = observer or NullObserver()
         cfg = get_preset(preset) if isinstance(preset, str) else preset
         device = resolve_device(device)
         memory = memory or MemoryPlan()
+        compute = compute or ComputePlan()
         src: str | Path = source if source == "synthetic" else Path(source)
         if check_resources:
             check_load(cfg, memory, device, checkpoint=src != "synthetic")
@@ -156,14 +168,16 @@ class WanI2V:
             # it never shares the device with them until text_encode needs it (as upstream).
             text_device = offload if memory.text_encoder == "cpu" else device
             text_encoder = load_text_encoder(src, cfg, memory.load_dtype, text_device)
+            text_weights = None
             if memory.text_encoder == "offload_after":
-                text_encoder.model.to(offload)
-            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention)
+                text_weights = WeightGroup(text_encoder.model, pinned=device.type == "cuda")
+            call = block_call(compute)  # one (compiled) block call for both experts
+            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention, compute, call)
                       for name in ("low", "high")}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
         return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget,
-                   check_resources=check_resources)
+                   check_resources=check_resources, compute=compute, text_weights=text_weights)
 
     # ---------------------------------------------------------------- generation
     def generate(self, request: GenerationRequest, observer: Observer | None = None) -> GenerationResult:
@@ -186,12 +200,12 @@ class WanI2V:
     def _encode_text(self, request: GenerationRequest, obs: Observer) -> tuple[torch.Tensor, torch.Tensor]:
         negative = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
         with _stage(obs, "text_encode"):
-            if self.memory.text_encoder == "offload_after":
-                self.text_encoder.model.to(self.device)
+            if self.text_weights is not None:
+                self.text_weights.to_device(self.device)  # one copy of the parked host buffer
             # encode() runs where the model lives and returns on the pipeline's device
             context, context_null = self.text_encoder.encode([request.prompt, negative], self.device)
-            if self.memory.text_encoder == "offload_after":
-                self.text_encoder.model.to(torch.device("cpu"))
+            if self.text_weights is not None:
+                self.text_weights.to_host()  # free: the host copy is still there
             dtype = self.memory.torch_dtype
             context = context.to(dtype)[None]  # [1, L, text_dim]
             context_null = context_null.to(dtype)[None]
@@ -223,6 +237,24 @@ class WanI2V:
         self.placed[expert].activate()
         return self.experts[expert]
 
+    def _compile_for(self, expert: Expert, x: torch.Tensor, context: torch.Tensor, y: torch.Tensor,
+                     obs: Observer) -> None:
+        """With compiled blocks, compile them for these input shapes in a `compile` stage, once per shape.
+
+        One block runs (both experts share the compiled call), so no denoise step pays for the compile.
+        The block needs its weights on the device: under swap or stream the expert is brought in here,
+        so that one copy is in the `compile` stage instead of the denoise stage that follows.
+        """
+        shape = (tuple(x.shape), tuple(context.shape), x.dtype)
+        if self.compute.compile == "none" or shape in self._warm_shapes:
+            return
+        with _stage(obs, "compile"):
+            model = self._activate(expert)
+            t = torch.full((1,), 999.0, device=self.device, dtype=torch.float32)
+            model.warm_up(x, t, context, y)
+            _sync(self.device)
+        self._warm_shapes.add(shape)
+
     def _park(self, *experts: Expert) -> None:
         """Free the device memory of swapped or streamed experts (their weights stay in host memory)."""
         for name in experts:
@@ -240,8 +272,8 @@ class WanI2V:
         expert or an offloaded text encoder on the device; the next request's memory floor assumes
         they are parked, so a long-running caller (the service) calls this after every failure.
         """
-        if self.memory.text_encoder == "offload_after":
-            self.text_encoder.model.to(torch.device("cpu"))
+        if self.text_weights is not None:
+            self.text_weights.to_host()
         self._park("high", "low")
 
     def _denoise(
@@ -268,6 +300,7 @@ class WanI2V:
         stages = [(expert, list(run)) for expert, run in groupby(plan, key=lambda step: step[2])]
         for number, (expert, run) in enumerate(stages):
             name = f"denoise_{expert}"
+            self._compile_for(expert, latent.to(dtype), context, y, obs)
             with _stage(obs, name):
                 model = self._activate(expert)  # a swap's copy time belongs to the stage it serves
                 guide = request.guide_scale_high if expert == "high" else request.guide_scale_low

@@ -36,6 +36,7 @@ from dataclasses import MISSING, dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+from wan_runtime.compute import ComputePlan
 from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.fields import Param, nested_objects, params_of, placeholders, show
 from wan_runtime.load_options import LoadOptions
@@ -57,6 +58,7 @@ VALUE_OBJECTS: tuple[ValueObject, ...] = (
     ValueObject("refine", RefineOptions),
     ValueObject("limits", Limits),
     ValueObject("memory", MemoryPlan, at_load=True),
+    ValueObject("compute", ComputePlan, at_load=True),
     ValueObject("load", LoadOptions, at_load=True),
 )
 
@@ -151,9 +153,10 @@ def check_together(values: Mapping[str, Any]) -> None:
     """Build every value object from coerced `values`, so their cross-parameter rules run (ceilings, stream
     needs swap, ...)."""
     nested = {cls for e in VALUE_OBJECTS for _, cls in nested_objects(e.cls)}
-    for entry in VALUE_OBJECTS:
-        if entry.cls not in nested:  # a nested one is built inside its holder
-            build(entry.cls, values, **placeholders(entry.cls))
+    built = {entry.cls: build(entry.cls, values, **placeholders(entry.cls))
+             for entry in VALUE_OBJECTS if entry.cls not in nested}  # a nested one is built inside its holder
+    # Rules between value objects.
+    built[ComputePlan].check_memory(built[MemoryPlan])
 
 
 def build(cls: type, values: Mapping[str, Any], **given: Any) -> Any:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from harness.cli.common import add_suite_arguments
 from harness.suite import Suite, load_suite
 
 
-def add_parser(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     """Register the verb."""
-    from harness.cli.main import add_suite_arguments
-
     parser = sub.add_parser("list", help="print a suite's expanded cases (runs nothing)")
     add_suite_arguments(parser)
     parser.set_defaults(verb="list")
+    return parser
 
 
 def render(suite: Suite) -> str:
@@ -40,5 +40,5 @@ def render(suite: Suite) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the cases."""
-    print(render(load_suite(args.suite, args.overrides, args.preset)))
+    print(render(load_suite(args.suite, args.overrides, args.preset, max_cases=args.max_cases)))
     return 0

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from harness.runner import run_suite
+from harness.cli.common import EXIT_STATUS_HELP, ExitCode, add_suite_arguments
+from harness.jobs import DEFAULT_FACTORY
+from harness.runner import raise_signal_interrupt, run_suite
 from harness.suite import load_suite
 
 
-def add_parser(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     """Register the verb."""
-    from harness.cli.main import add_suite_arguments
-
     parser = sub.add_parser(
         "run", help="run a suite into an output folder (re-running resumes)",
-        description="Run every case of SUITE, one worker process per process group. Exit status: 0 when every "
-                    "case is ok or oom (an out-of-memory is a result), 1 when a case ended in error, 2 on a "
-                    "configuration error.",
+        description="Run every case of SUITE, one worker process per process group, holding the output folder "
+                    "for this run alone. Rows are kept the moment each case ends: after a crash, a full disk or "
+                    "a signal, the same command resumes where it stopped. " + EXIT_STATUS_HELP,
     )
     add_suite_arguments(parser)
-    parser.add_argument("--out", required=True, help="output folder (created; one suite per folder)")
+    parser.add_argument("--out", required=True, help="output folder (created; one suite per folder, one run at a time)")
+    parser.add_argument("--factory", default=DEFAULT_FACTORY, metavar="MODULE:ATTR",
+                        help="the callable that loads the pipeline in each worker, `module:attr` or `file.py:attr` "
+                             f"(default {DEFAULT_FACTORY}; for tests and other pipelines)")
     parser.set_defaults(verb="run")
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the suite and print where the results are."""
-    suite = load_suite(args.suite, args.overrides, args.preset)
-    outcome = run_suite(suite, args.out, stream=sys.stderr)
+    """Run the suite and print where the results are; SIGTERM stops it like Ctrl-C."""
+    suite = load_suite(args.suite, args.overrides, args.preset, max_cases=args.max_cases)
+    previous = signal.signal(signal.SIGTERM, raise_signal_interrupt)
+    try:
+        outcome = run_suite(suite, args.out, factory=args.factory, stream=sys.stderr, command=getattr(args, "command_line", ""))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items()))
     print(f"{suite.name}: {len(suite.cases)} cases ({outcome.ran} run now, {outcome.skipped} already done): {counts}")
     print(f"results: {outcome.out / 'results.jsonl'}")
     if outcome.tables:
         print(f"tables:  {outcome.tables[0]}, {outcome.tables[1]}")
-    return 1 if outcome.statuses.get("error") else 0
+    return ExitCode.FAILED if outcome.statuses.get("error") else ExitCode.OK

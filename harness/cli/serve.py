@@ -17,11 +17,13 @@ import os
 import sys
 from typing import Any
 
+from harness.cli.common import check_output_folder
 from harness.serve import intake
 from harness.serve.intake import fixed_names
 from harness.serve.service import ServiceLimits
 from wan_runtime import spec
 from wan_runtime.cli import add_param_flag
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import PRESETS
 from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.memory import MemoryPlan
@@ -114,8 +116,9 @@ def read_token(name: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check everything, bind the port, load the model once, serve until Ctrl-C or SIGTERM."""
+    """Check everything, take the folder, bind the port, load the model once, serve until Ctrl-C or SIGTERM."""
     from harness.serve.server import is_loopback, listen
+    from harness.serve.store import JobStore
 
     fixed = fixed_values(args)
     limits = service_limits(args)
@@ -123,41 +126,45 @@ def run(args: argparse.Namespace) -> int:
     device = spec.check_device_name(args.device) if args.device else None
     if args.weights != "synthetic" and not os.path.isdir(args.weights):
         raise ConfigError(f"--weights {args.weights}: not a folder; give a checkpoint folder or 'synthetic'")
-    sock = listen(args.host, args.port)
+    check_output_folder(args.out, "--out")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if token is None and not is_loopback(args.host):
-        print(f"wanbench serve: warning: listening on {args.host} without --token-env: anyone who can reach this "
-              "port can run jobs on this machine", file=sys.stderr)
-    return _serve(args, fixed, limits, token, device, sock)
+    with JobStore(args.out, getattr(args, "command_line", "")) as store:  # RunFolderBusy: another service has it
+        if store.took_over:
+            print(f"wanbench serve: {store.took_over}", file=sys.stderr)
+        sock = listen(args.host, args.port)
+        if token is None and not is_loopback(args.host):
+            print(f"wanbench serve: warning: listening on {args.host} without --token-env: anyone who can reach "
+                  "this port can run jobs on this machine", file=sys.stderr)
+        return _serve(args, store, fixed, limits, token, device, sock)
 
 
-def _serve(args: argparse.Namespace, fixed: dict[str, Any], limits: ServiceLimits, token: str | None,
+def _serve(args: argparse.Namespace, store, fixed: dict[str, Any], limits: ServiceLimits, token: str | None,
            device: str | None, sock) -> int:
+    """Load the model (its load measured by the Probe), then run uvicorn on `sock` until a signal."""
     import torch  # from here on: the model
 
     from harness.probe import Probe
     from harness.serve.app import create_app
     from harness.serve.server import server
     from harness.serve.service import Service
-    from harness.serve.store import JobStore
     from wan_runtime.pipeline import WanI2V
     from wan_runtime.threads import apply_threads
     from wan_runtime.weights import resolve_device
 
-    store = JobStore(args.out)
     apply_threads(fixed["threads"])
     target = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     probe = Probe(target)
     print(f"wanbench serve: loading {args.preset} ({args.weights}) on {target} ...", file=sys.stderr, flush=True)
     pipe = WanI2V.load(args.weights, args.preset, target, spec.build(MemoryPlan, fixed), fixed["attention"],
-                       observer=probe)
-    load_ms = round(probe.recording.spans[0].wall_ms, 1) if probe.recording.spans else None
+                       observer=probe, cross_attention=fixed["cross_attention"], compute=spec.build(ComputePlan, fixed))
+    load_ms = round(probe.recording.spans[0].wall_ms, 1)
     model = {"preset": args.preset, "weights": args.weights, "device": str(target), "load_ms": load_ms,
              "threads": torch.get_num_threads()}
     service = Service(pipe, store, fixed, model, limits)
     host, port = sock.getsockname()[:2]
-    print(f"wanbench serve: loaded in {load_ms / 1000:.1f} s; http://{host}:{port} (docs /docs), folder {args.out}, "
-          f"queue {limits.queue_size}{', bearer token required' if token else ''}", file=sys.stderr, flush=True)
+    print(f"wanbench serve: loaded in {load_ms / 1000:.1f} s; serving http://{host}:{port} (docs /docs), folder "
+          f"{args.out}, queue {limits.queue_size}{', bearer token required' if token else ''}", file=sys.stderr,
+          flush=True)
     try:
         server(create_app(service, token)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown

@@ -24,9 +24,9 @@ from wan_runtime.config import ModelConfig
 from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.fields import show
 from wan_runtime.images import load_image
-from wan_runtime.load_options import LoadOptions
+from wan_runtime.compute import ComputePlan
 from wan_runtime.memory import MemoryPlan
-from wan_runtime.request import GenerationRequest, Limits
+from wan_runtime.request import GenerationRequest
 from wan_runtime.resources import open_request
 
 PARAMS_EXAMPLE = '{"prompt": "a cat surfing", "size": "832*480", "frames": 81}'
@@ -38,15 +38,18 @@ def fixed_names() -> tuple[str, ...]:
 
 
 def fixed_values(given: Mapping[str, Any]) -> dict[str, Any]:
-    """The fixed parameters of a service: `given` (JSON-like, by name) over the spec's defaults, checked alone
-    and together (stream needs swap, ...)."""
-    defaults = spec.defaults()
-    values = {name: spec.coerce(name, given[name]) if name in given else defaults[name] for name in fixed_names()}
+    """The fixed parameters of a service: `given` (JSON-like, by name) over the spec's defaults, each value
+    object built so its own rules run (stream needs swap, ...), and the rule between the plans."""
+    names = fixed_names()
     for key in given:
-        if key not in values:
-            raise spec.unknown_parameter(key, fixed_names())
-    for cls in (MemoryPlan, LoadOptions, Limits):
-        spec.build(cls, values)
+        if key not in names:
+            raise spec.unknown_parameter(key, names)
+    defaults = spec.defaults()
+    values = {name: spec.coerce(name, given[name]) if name in given else defaults[name] for name in names}
+    for entry in spec.VALUE_OBJECTS:
+        if entry.at_load or entry.target == "limits":
+            spec.build(entry.cls, values)
+    spec.build(ComputePlan, values).check_memory(spec.build(MemoryPlan, values))
     return values
 
 

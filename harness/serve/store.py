@@ -4,6 +4,7 @@
     DIR/inputs/<id>.upload  the picture of a job not yet run (removed when the job ends)
     DIR/videos/<id>.mp4     the video of a done job
     DIR/jobs/<id>.json.bad  a record that could not be read, set aside (the service goes on)
+    DIR/run.lock, run.holder.json   one service at a time (harness/runlock.py; `with JobStore(...)`)
 
 Every name is the job's id (uuid4 hex, JOB_ID); nothing a client sends becomes part of a path.
 A record is written to a temporary file, forced to disk and renamed over the old one, so a crash
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.runlock import RunLock
 from harness.serve.jobs import JOB_ID, Job
 from wan_runtime.errors import ConfigError
 
@@ -41,9 +43,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class JobStore:
-    """Records, uploads and videos of the jobs in one service folder."""
+    """Records, uploads and videos of the jobs in one service folder; `with` holds the folder's lock.
 
-    def __init__(self, folder: str | Path):
+    The lock is the run folder's (RunLock): a second service on the same folder is refused with
+    RunFolderBusy naming the holder, and a folder left locked by a dead service is taken over.
+    """
+
+    def __init__(self, folder: str | Path, command: str = ""):
         self.folder = Path(folder)
         for sub in (JOBS_DIR, INPUTS_DIR, VIDEOS_DIR):
             try:
@@ -51,6 +57,16 @@ class JobStore:
             except OSError as exc:
                 raise ConfigError(f"service folder {self.folder}: cannot create {sub}/ ({exc.strerror or exc}); "
                                   "choose a writable --out") from None
+        self._lock = RunLock(self.folder, command or "wanbench serve")
+        self.took_over: str | None = None  # set when a dead service's lock record was found
+
+    def __enter__(self) -> "JobStore":
+        self._lock.acquire()
+        self.took_over = self._lock.took_over
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
 
     def record_path(self, job_id: str) -> Path:
         """jobs/<id>.json."""

@@ -2,15 +2,23 @@
 
 The prompt scripts the behaviour, so a suite can sweep it:
 - "oom": raise StageOutOfMemoryError in denoise_high;
+- "fail": raise a RuntimeError (with a two-line message) in denoise_high;
 - "die-if-exists:PATH": while PATH exists, kill this process with SIGKILL in denoise_high;
+- "wait-while-exists:PATH": in denoise_high, write this process's pid to PATH.started, then wait
+  until PATH is gone (a test signals the processes meanwhile);
+- "fill-disk-if-exists:PATH": while PATH exists, fill the file system holding PATH in denoise_high
+  (a file PATH.filler grows until the disk is full);
+- "nan-seed": a normal generation that reports a NaN seed (a non-finite figure in the row);
 - anything else: a normal generation.
 Frames depend on the seed, the step count and the size only, so equal requests give equal videos.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +47,7 @@ class FakePipeline:
     """WanI2V's interface without networks (first half of the steps on the high-noise expert)."""
 
     @classmethod
-    def load(cls, source, preset, device, memory, attention, observer):
+    def load(cls, source, preset, device, memory, attention, observer, cross_attention=None, compute=None):
         """Report a `load` stage and return a pipeline."""
         with observer.stage("load"):
             pass
@@ -67,7 +75,8 @@ class FakePipeline:
             frames = (frames // request.steps * request.steps).astype(np.uint8)  # fewer steps: coarser
         with obs.stage("postprocess"):
             pass
-        return FakeResult(frames, request.seed, geo, request.execute_steps is None,
+        seed = float("nan") if request.prompt == "nan-seed" else request.seed
+        return FakeResult(frames, seed, geo, request.execute_steps is None,
                           experts.count("high"), experts.count("low"), [1000.0 - i for i in range(request.steps)],
                           experts)
 
@@ -75,6 +84,28 @@ class FakePipeline:
     def _scripted_failure(prompt: str, stage: str) -> None:
         if prompt == "oom" and stage == "denoise_high":
             raise StageOutOfMemoryError(stage, f"out of GPU memory in stage {stage!r} (scripted)")
-        if prompt.startswith("die-if-exists:") and stage == "denoise_high":
-            if Path(prompt.split(":", 1)[1]).exists():
-                os.kill(os.getpid(), signal.SIGKILL)
+        if prompt == "fail" and stage == "denoise_high":
+            raise RuntimeError("scripted failure\nsecond line of the message")
+        if stage != "denoise_high" or ":" not in prompt:
+            return
+        script, path = prompt.split(":", 1)
+        if script == "die-if-exists" and Path(path).exists():
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif script == "wait-while-exists":
+            Path(path + ".started").write_text(str(os.getpid()))
+            while Path(path).exists():
+                time.sleep(0.02)
+        elif script == "fill-disk-if-exists" and Path(path).exists():
+            _fill_disk(Path(path + ".filler"))
+
+
+def _fill_disk(filler: Path) -> None:
+    """Grow `filler` until its file system is full."""
+    block = b"\0" * 4096
+    with open(filler, "ab", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(block)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise

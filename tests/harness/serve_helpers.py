@@ -60,11 +60,12 @@ class BackgroundServer:
 @contextmanager
 def serving(pipe, folder: Path, token: str | None = None, **limits: Any) -> Iterator[tuple[httpx.Client, Service]]:
     """A service on `pipe` over `folder`, behind a real uvicorn; yields an httpx client and the service."""
-    service = Service(pipe, JobStore(folder), fixed_values({}), {"preset": "tiny", "weights": "synthetic",
-                                                                 "device": "cpu"}, ServiceLimits(**limits))
-    with BackgroundServer(create_app(service, token)) as running:
-        with httpx.Client(base_url=running.url, timeout=60) as client:
-            yield client, service
+    with JobStore(folder) as store:
+        service = Service(pipe, store, fixed_values({}), {"preset": "tiny", "weights": "synthetic", "device": "cpu"},
+                          ServiceLimits(**limits))
+        with BackgroundServer(create_app(service, token)) as running:
+            with httpx.Client(base_url=running.url, timeout=60) as client:
+                yield client, service
 
 
 def submit(client: httpx.Client, params: dict[str, Any] | str = PARAMS, image: bytes | None = None,

@@ -167,3 +167,30 @@ def test_compare_cli_exits_0_1_and_2(tmp_path, capsys):
     assert "total_ms" in (tmp_path / "c.csv").read_text() and "REGRESSION" in (tmp_path / "c.md").read_text()
     assert main(["compare", str(base), str(tmp_path / "missing")]) == 2
     assert "no results at" in capsys.readouterr().err
+
+
+def test_two_runs_with_no_case_in_common_are_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"no case of .*cur.jsonl matches a case of .*base.jsonl .*1 case\(s\) only "
+                                          r"in the baseline, 1 only in the current run\): nothing was compared"):
+        _compare(tmp_path, [_row("a", steps=4)], [_row("b", steps=8)])
+
+
+def test_allow_empty_accepts_two_runs_with_no_case_in_common(tmp_path):
+    comparison = _compare(tmp_path, [_row("a", steps=4)], [_row("b", steps=8)], allow_empty=True)
+    assert comparison.matched == 0 and not comparison.failed
+
+
+def test_compare_of_unrelated_runs_exits_2_unless_allow_empty(tmp_path, capsys):
+    base, cur = _write(tmp_path / "base.jsonl", [_row("a", steps=4)]), _write(tmp_path / "cur.jsonl", [_row("b", steps=8)])
+    assert main(["compare", str(base), str(cur)]) == 2
+    assert "nothing was compared" in capsys.readouterr().err
+    assert main(["compare", str(base), str(cur), "--allow-empty"]) == 0
+
+
+def test_a_damaged_run_json_leaves_compare_with_the_gates_it_can_find(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(run / "results.jsonl", [_row("a", suite="not-a-known-suite")])
+    (run / "run.json").write_text("[]")
+    gates, sources = resolve_gates(run)
+    assert gates == default_gates() and sources == ["defaults"]

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.jobs import CaseJob, WorkerJob
 from harness.progress import Progress
-from harness.results import read_results, read_rows
+from harness.results import append_row, read_results, read_rows, undocumented_fields
 from harness.runner import prepare_out_dir, run_suite
 from harness.suite import parse_suite
+from harness.worker import Worker
 from wan_runtime.errors import ConfigError
 
 FAKE = f"{Path(__file__).with_name('fake_pipeline.py')}:FakePipeline.load"
@@ -102,3 +104,55 @@ def test_progress_shows_case_position_stage_step_elapsed_and_eta():
     progress.event({"event": "step", "index": 2, "total": 4, "expert": "high"})
     now[0] = 15.0
     assert progress.line() == "[2/4] steps=4 | repeat 2/5 | denoise_high step 3/4 | elapsed 0:15 | ETA 0:45"
+
+
+# ---------------------------------------------------------------- run.json
+@pytest.mark.parametrize("content", ["", '{"suite": "fake", "finger', "[]"], ids=["empty", "torn", "a-list"])
+def test_a_damaged_run_json_is_rebuilt_when_the_folder_holds_no_results(tmp_path, content):
+    (tmp_path / "run.json").write_text(content)
+    note = prepare_out_dir(tmp_path, _suite(["a"]))
+    assert note.startswith(f"{tmp_path / 'run.json'} was damaged (") and note.endswith("rebuilt (the folder held no "
+                                                                                        "results yet)")
+    prepare_out_dir(tmp_path, _suite(["a"]))  # the rebuilt one is this suite's
+    with pytest.raises(ConfigError, match="run with other settings"):
+        prepare_out_dir(tmp_path, _suite(["a", "b"]))
+
+
+def test_a_damaged_run_json_beside_results_is_refused_naming_the_fix(tmp_path):
+    suite = _suite(["a"])
+    prepare_out_dir(tmp_path, suite)
+    append_row(tmp_path / "results.jsonl", {"suite": "fake", "case_id": "prompt=a", "status": "ok"})
+    (tmp_path / "run.json").write_text("[]")
+    with pytest.raises(ConfigError) as info:
+        prepare_out_dir(tmp_path, suite)
+    assert str(info.value) == (
+        f"{tmp_path / 'run.json'} is damaged (a JSON list, not an object naming the suite), so nothing tells "
+        "which suite definition made the 1 rows of results.jsonl; if they are 'fake' run with these settings, delete "
+        "run.json and rerun to adopt them, else use another --out")
+
+
+# ---------------------------------------------------------------- the worker, in this process
+def _worker_rows(tmp_path, prompts: list[str]) -> list[dict]:
+    job = WorkerJob(suite="fake", group="all", out=str(tmp_path), preset="tiny", weights="synthetic", device="cpu",
+                    timing="full", repeats=1, warmup=0, sampled={"warmup_steps": 1, "measured_steps": 1},
+                    quality={"resize_filter": "bicubic", "antialias": True}, factory=FAKE,
+                    cases=[CaseJob(f"prompt={p}", {**_suite([p]).cases[0].params}, None, False) for p in prompts])
+    events: list[dict] = []
+    Worker(job, events.append).run()
+    return [e["row"] for e in events if e["event"] == "result"]
+
+
+def test_a_failed_case_keeps_its_whole_traceback_in_a_field_of_its_own(tmp_path):
+    (row,) = _worker_rows(tmp_path, ["fail"])
+    assert row["status"] == "error" and row["error"] == "RuntimeError: scripted failure\nsecond line of the message"
+    assert row["traceback"].startswith("Traceback (most recent call last):")
+    assert "fake_pipeline.py" in row["traceback"] and row["traceback"].rstrip().endswith("second line of the message")
+    assert undocumented_fields(row) == []
+
+
+def test_a_non_finite_figure_makes_the_case_an_error_not_an_ok_row(tmp_path):
+    ok, nan = _worker_rows(tmp_path, ["fine", "nan-seed"])
+    assert ok["status"] == "ok" and ok["traceback"] is None and ok["schema_version"] == 1
+    assert nan["status"] == "error" and nan["seed_used"] is None
+    assert nan["error"] == "non-finite values in the result (seed_used=nan); the case is not trusted as measured"
+    assert nan["total_ms"] is not None  # the finite figures stay for inspection

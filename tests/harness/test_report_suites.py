@@ -5,6 +5,9 @@ the CPU, every official size mapped to a small one of similar shape (and `output
 5 frames, one repeat and no warmup: the same cases, sweeps, references and timing mode. A VRAM
 budget is dropped (the CPU has none to cap).
 A size not in the map fails the test, so a suite that adds one must add it here too.
+The speed suites name CUDA attention kernels and compile with inductor: at tiny scale their backends
+become the CPU's two (cuDNN -> auto, SageAttention -> math, so the cases stay distinct) and blocks
+compile with `aot_eager` (inductor's C++ build takes about a minute per case on a 2-core CPU).
 
 Also checked: the real (A14B) suite still loads and expands to the same cases, and the committed
 tiny baseline of the regression suite still describes it (same cases, quality within its gates).
@@ -27,10 +30,12 @@ from harness.results import latest_rows, read_rows
 from harness.runner import run_suite
 from harness.suite import load_suite, parse_suite
 
-SUITES = ("bench-h100", "bench-4090", "offload", "offload-quality", "cross-res", "quality", "regression")
+SUITES = ("bench-h100", "bench-4090", "offload", "offload-quality", "cross-res", "quality", "regression", "speed",
+          "speed-quality")
 TINY_SIZES = {"832*480": "80*48", "1280*720": "128*80"}
 # cross-res keeps 480p -> 720p a 1.5x upscale at tiny scale, as refine mode's scale_factor expects.
 TINY_SIZES_BY_SUITE = {"cross-res": {"832*480": "96*64", "1280*720": "144*96"}}
+CPU_ATTENTION = {"cudnn": "auto", "sage": "math"}
 BASELINE = Path(__file__).resolve().parents[2] / "baselines" / "regression-tiny-cpu" / "results.jsonl"
 
 
@@ -59,6 +64,17 @@ def tiny_variant(name: str) -> str:
     doc["base"].pop("vram_budget_gib", None)
     if doc["base"].get("frames", 81) > 5:
         doc["base"]["frames"] = 5
+    for section in (doc["base"], doc.get("sweep", {})):
+        for key in ("attention", "cross_attention"):
+            if key in section:
+                value = section[key]
+                section[key] = [CPU_ATTENTION[v] for v in value] if isinstance(value, list) else CPU_ATTENTION[value]
+    for row in [*doc.get("sweep", {}).get("exclude", []), *doc.get("sweep", {}).get("include", []),
+                doc.get("reference", {}).get("where", {})]:
+        if "attention" in row:
+            row["attention"] = CPU_ATTENTION[row["attention"]]
+    if "compile" in doc.get("sweep", {}) or "compile" in doc["base"]:
+        doc["base"]["compile_backend"] = "aot_eager"
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -154,3 +170,24 @@ def test_regression_at_tiny_scale_matches_the_committed_baseline_on_quality(tiny
     comparison = compare_runs(BASELINE, current, gates, ["quality gates"])
     assert comparison.matched == 3 and not comparison.only_baseline and not comparison.only_current
     assert not comparison.failed, [(c.case, c.metric, c.baseline, c.current) for c in comparison.regressions]
+
+
+@pytest.mark.slow
+def test_speed_reports_the_compile_stage_of_compiled_plans_only(tiny_runs):
+    _, rows, _ = tiny_runs["speed"]
+    assert len(rows) == 12 and all(r["projected"] for r in rows.values())
+    for row in rows.values():
+        compiled = row["compile"] == "blocks"
+        assert (row["stage_ms.compile"] is not None) == compiled, row["case_id"]
+
+
+@pytest.mark.slow
+def test_speed_quality_finds_compiled_blocks_lossless_and_fp8_compute_measured(tiny_runs):
+    _, rows, _ = tiny_runs["speed-quality"]
+    compared = [r for r in rows.values() if not r["is_reference"]]
+    assert len(compared) == 5 and all(r["valid_video"] for r in compared)
+    for row in compared:
+        if row["matmul"] == "fp8":
+            assert 25.0 < row["psnr_db"] < 100.0, row["case_id"]
+        elif row["attention"] == "auto":  # compiled with exact kernels
+            assert row["psnr_db"] == 100.0, row["case_id"]

@@ -25,7 +25,10 @@ from wan_runtime.block_runner import BlockRunner, ResidentBlocks
 from wan_runtime.config import DiTConfig
 from wan_runtime.errors import ConfigError
 
-RopeTable = torch.Tensor  # complex64 [L, 1, D/2]: one unit rotation per token and pair of dims
+# float32 [L, 1, D/2, 2]: (cos, sin) of one rotation per token and pair of dims. Stored as real
+# pairs rather than complex64 so a compiled block can fuse the rotation with the q/k RMSNorm
+# (inductor generates no code for complex tensors); eager code views it as complex for free.
+RopeTable = torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,7 +53,7 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
 
 def rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device,
                theta: float = 10000.0) -> RopeTable:
-    """Unit complex rotations e^(i*angle) of every token of an (f, h, w) grid: [L, 1, D/2]."""
+    """Rotations (cos, sin) of every token of an (f, h, w) grid: float32 [L, 1, D/2, 2]."""
     f, h, w = grid
     axis_angles = []
     for size, axis_dim in zip(grid, rope_axis_dims(head_dim)):
@@ -62,16 +65,24 @@ def rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device,
         axis_angles[1][None, :, None, :].expand(f, h, w, -1),  # height angles, [f, h, w, 21]
         axis_angles[2][None, None, :, :].expand(f, h, w, -1),  # width angles, [f, h, w, 21]
     ], dim=-1).reshape(f * h * w, 1, head_dim // 2)  # [L, 1, D/2], broadcast over heads
-    return torch.polar(torch.ones_like(angles), angles).to(device=device, dtype=torch.complex64)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).to(device=device, dtype=torch.float32)
 
 
 def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
     """Rotate adjacent pairs (x[2i], x[2i+1]) of x [B, L, N, D] as complex numbers, in fp32.
 
     The official code does this in float64; fp32 differs by ~1e-7, far below bf16 rounding.
+    Eager: one complex multiply. Compiled: the same product written in real arithmetic, which
+    inductor fuses with the surrounding ops (it leaves complex ops to separate eager kernels).
     """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, L, N, D/2] complex64
-    return torch.view_as_real(pairs * rope).flatten(-2).to(x.dtype)
+    pairs = x.float().unflatten(-1, (-1, 2))  # [B, L, N, D/2, 2]
+    if torch.compiler.is_compiling():
+        re, im = pairs.unbind(-1)
+        cos, sin = rope.unbind(-1)
+        rotated = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
+        return rotated.flatten(-2).to(x.dtype)
+    product = torch.view_as_complex(pairs) * torch.view_as_complex(rope)  # [B, L, N, D/2] complex64
+    return torch.view_as_real(product).flatten(-2).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,10 +320,31 @@ class WanDiT(nn.Module):
         context [B, L<=text_len, text_dim] is the text encoder output (zero rows past each prompt);
         y [B, 20, F, H, W] is the 4-channel frame mask followed by the 16-channel image latent.
         """
+        tokens, e, e0, context, grid = self._prepare(x, t, context, y)
+        device = tokens.device
+        tokens = self.runner(self, tokens, e0, context, self.rope(grid, device), self.attention_ops(device))
+        out = self.head(tokens, e)  # [B, L, pt*ph*pw*16]
+
+        # Unpatchify: [B, L, pt*ph*pw*c] -> [B, c, f*pt, h*ph, w*pw]; c is the fastest index.
+        cfg = self.config
+        pt, ph, pw = cfg.patch_size
+        f, h, w = grid
+        batch = x.shape[0]
+        out = out.view(batch, f, h, w, pt, ph, pw, cfg.out_dim)
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, c, f, pt, h, ph, w, pw]
+        return out.reshape(batch, cfg.out_dim, f * pt, h * ph, w * pw).float()
+
+    def warm_up(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor) -> None:
+        """Run one block on the inputs' shapes, so a compiled block call compiles now (output discarded)."""
+        tokens, _, e0, context, grid = self._prepare(x, t, context, y)
+        device = tokens.device
+        self.runner.warm_up(self, tokens, e0, context, self.rope(grid, device), self.attention_ops(device))
+
+    def _prepare(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor):
+        """Embed the inputs: (tokens [B, L, C] fp32, e [B, C], e0 [B, 6, C], context [B, T, C], grid)."""
         self._check_inputs(x, context, y)
         cfg, dtype = self.config, self.compute_dtype
         batch = x.shape[0]
-        pt, ph, pw = cfg.patch_size
 
         # Patchify: [B, 36, F, H, W] -> [B, C, f, h, w] -> [B, L, C]; residual stream in fp32.
         tokens = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))
@@ -329,16 +361,7 @@ class WanDiT(nn.Module):
         # become real (unmasked) keys of cross-attention. [B, L, text_dim] -> [B, T, C].
         context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
         context = self.text_embedding(context)
-
-        device = tokens.device
-        tokens = self.runner(self, tokens, e0, context, self.rope(grid, device), self.attention_ops(device))
-        out = self.head(tokens, e)  # [B, L, pt*ph*pw*16]
-
-        # Unpatchify: [B, L, pt*ph*pw*c] -> [B, c, f*pt, h*ph, w*pw]; c is the fastest index.
-        f, h, w = grid
-        out = out.view(batch, f, h, w, pt, ph, pw, cfg.out_dim)
-        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, c, f, pt, h, ph, w, pw]
-        return out.reshape(batch, cfg.out_dim, f * pt, h * ph, w * pw).float()
+        return tokens, e, e0, context, grid
 
 
 __all__ = ["WanDiT", "WanBlock", "Head", "RMSNorm", "apply_rope", "rope_table", "rope_axis_dims",

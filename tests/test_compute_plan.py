@@ -1,0 +1,64 @@
+"""ComputePlan: the speed options' values, the combinations that cannot run and their one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wan_runtime.compute import ComputePlan
+from wan_runtime.errors import BackendUnavailableError, ConfigError
+from wan_runtime.experts import load_expert
+from wan_runtime.config import TINY
+from wan_runtime.fp8 import FP8Linear, fp8_matmul_unavailable_reason
+from wan_runtime.memory import MemoryPlan
+from wan_runtime.pipeline import WanI2V
+
+from helpers import psnr_db, tiny_request
+
+FP8_COMPUTE = ComputePlan(matmul="fp8")
+
+
+def test_the_default_plan_is_eager_with_native_matmuls():
+    assert ComputePlan().to_dict() == {"compile": "none", "compile_backend": "inductor", "matmul": "native"}
+
+
+def test_unknown_matmul_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match=r"matmul='int8': not a known value.*allowed: one of 'native', 'fp8'"):
+        ComputePlan(matmul="int8")
+
+
+def test_fp8_compute_without_fp8_storage_names_the_fix():
+    with pytest.raises(ConfigError, match="needs weight_dtype='fp8' \\(got 'bf16'\\); set weight_dtype=fp8"):
+        FP8_COMPUTE.check(MemoryPlan(), "cpu")
+    with pytest.raises(ConfigError, match="set weight_dtype=fp8"):
+        load_expert("synthetic", TINY, "high", MemoryPlan(), "cpu", compute=FP8_COMPUTE)
+
+
+def test_fp8_compute_on_a_gpu_without_fp8_tensor_cores_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))  # an RTX 3090
+    reason = fp8_matmul_unavailable_reason("cuda")
+    assert reason.startswith("this GPU (compute capability 8.6) has no fp8 tensor cores")
+    with pytest.raises(BackendUnavailableError, match="has no fp8 tensor cores.*use matmul='native'"):
+        FP8_COMPUTE.check(MemoryPlan(weight_dtype="fp8"), "cuda")
+
+
+def test_fp8_compute_reports_a_torch_build_without_the_row_wise_kernel(monkeypatch):
+    def missing(*args, **kwargs):
+        raise RuntimeError("Rowwise scaling is not currently supported on your device\nmore lines")
+
+    monkeypatch.setattr(torch, "_scaled_mm", missing)
+    reason = fp8_matmul_unavailable_reason("cpu")
+    assert reason.endswith("(Rowwise scaling is not currently supported on your device)")
+
+
+@pytest.mark.skipif(fp8_matmul_unavailable_reason("cpu") is not None, reason="this torch has no CPU fp8 matmul")
+def test_tiny_pipeline_with_fp8_compute_runs_on_the_cpu_and_reports_its_drift():
+    memory = MemoryPlan(weight_dtype="fp8")
+    storage = WanI2V.load("synthetic", "tiny", "cpu", memory)
+    compute = WanI2V.load("synthetic", "tiny", "cpu", memory, compute=FP8_COMPUTE)
+    layers = [m for m in compute.experts["high"].modules() if isinstance(m, FP8Linear)]
+    assert layers and all(m.matmul == "fp8" for m in layers)
+    quality = psnr_db(compute.generate(tiny_request()).frames, storage.generate(tiny_request()).frames)
+    assert 35.0 < quality < 100.0  # lossy, but close: measured 42.5 dB against fp8 storage (bf16 compute)

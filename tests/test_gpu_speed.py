@@ -1,0 +1,107 @@
+"""The speed options on a GPU: compiled blocks (inductor) match eager within bf16 rounding; SageAttention
+and fp8 compute are lossy, and their drift is printed and kept within a loose bound; the pinned text
+encoder gives the resident one's embeddings. Speed is measured by bench/speed.py, never here.
+
+The DiT has A14B's block widths (dim 5120, 40 heads of 128, FFN 13824) and 2 blocks, at 4,680 tokens
+(3 x 30 x 52, a 9-frame 480p grid), so one inductor compile (~1 minute) covers the whole test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from wan_runtime.attention import available_backends
+from wan_runtime.block_runner import ResidentBlocks
+from wan_runtime.compile import compile_counts, compiled_block_call
+from wan_runtime.compute import ComputePlan
+from wan_runtime.config import A14B, TINY
+from wan_runtime.experts import load_expert
+from wan_runtime.fp8 import fp8_matmul_unavailable_reason
+from wan_runtime.memory import MemoryPlan
+from wan_runtime.observer import NullObserver
+from wan_runtime.pipeline import WanI2V
+
+from helpers import tiny_request
+
+pytestmark = pytest.mark.gpu
+TWO_BLOCKS = dataclasses.replace(A14B, dit=dataclasses.replace(A14B.dit, num_layers=2))
+
+
+def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    expert = load_expert("synthetic", TWO_BLOCKS, "high", MemoryPlan(), "cuda", "cudnn").model
+    gen = torch.Generator("cuda").manual_seed(0)
+    x = torch.randn(1, 16, 3, 60, 104, device="cuda", generator=gen, dtype=torch.bfloat16)
+    y = torch.randn(1, 20, 3, 60, 104, device="cuda", generator=gen, dtype=torch.bfloat16)
+    ctx = torch.randn(1, 512, A14B.dit.text_dim, device="cuda", generator=gen, dtype=torch.bfloat16)
+    inputs = (x, torch.tensor([950.0], device="cuda"), ctx, y)
+    with torch.inference_mode():
+        eager = expert(*inputs)
+    return expert, inputs, eager
+
+
+def test_compiled_blocks_match_eager_within_bf16_rounding(setup):
+    expert, inputs, eager = setup
+    torch._dynamo.reset()
+    runner = expert.runner
+    expert.runner = ResidentBlocks(compiled_block_call())
+    try:
+        before = compile_counts()
+        with torch.inference_mode():
+            compiled = expert(*inputs)
+            again = expert(*inputs)
+        frames = compile_counts()["frames"] - before["frames"]
+    finally:
+        expert.runner = runner
+    drift = _rel_l2(compiled, eager)
+    print(f"compiled vs eager: rel L2 {drift:.2e}")
+    assert frames == 1  # block 2 reused block 1's compile
+    assert torch.equal(compiled, again)
+    assert drift < 4e-3  # fused kernels round differently; bf16 itself is 2^-8 = 3.9e-3
+
+
+@pytest.mark.skipif("sage" not in available_backends("cuda") if torch.cuda.is_available() else True,
+                    reason="sageattention is not installed")
+def test_sage_attention_drift_is_reported_and_bounded(setup):
+    expert, inputs, eager = setup
+    expert.set_attention("sage", "cudnn")
+    try:
+        with torch.inference_mode():
+            out = expert(*inputs)
+    finally:
+        expert.set_attention("cudnn")
+    drift = _rel_l2(out, eager)
+    print(f"SageAttention (self) vs cuDNN: rel L2 {drift:.2e}")
+    assert torch.isfinite(out).all() and drift < 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or fp8_matmul_unavailable_reason("cuda") is not None,
+                    reason="no fp8 tensor cores")
+def test_fp8_compute_drift_is_reported_and_bounded(setup):
+    _, inputs, eager = setup
+    fp8 = load_expert("synthetic", TWO_BLOCKS, "high", MemoryPlan(weight_dtype="fp8"), "cuda", "cudnn",
+                      compute=ComputePlan(matmul="fp8")).model
+    storage = load_expert("synthetic", TWO_BLOCKS, "high", MemoryPlan(weight_dtype="fp8"), "cuda", "cudnn").model
+    with torch.inference_mode():
+        out, stored = fp8(*inputs), storage(*inputs)
+    compute_drift, storage_drift = _rel_l2(out, eager), _rel_l2(stored, eager)
+    print(f"fp8 compute vs bf16: rel L2 {compute_drift:.2e} (fp8 storage alone: {storage_drift:.2e})")
+    assert torch.isfinite(out).all() and storage_drift < compute_drift < 0.1
+
+
+def test_pinned_text_encoder_gives_the_resident_embeddings():
+    request = tiny_request()
+    resident = WanI2V.load("synthetic", TINY, "cuda", MemoryPlan(weight_dtype="bf16"))
+    offloaded = WanI2V.load("synthetic", TINY, "cuda", MemoryPlan(weight_dtype="bf16", text_encoder="offload_after"))
+    assert offloaded.text_weights.pinned and offloaded.text_weights.device is None  # parked after load
+    a = resident._encode_text(request, NullObserver())
+    b = offloaded._encode_text(request, NullObserver())
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert offloaded.text_weights.device is None  # parked again after encoding
