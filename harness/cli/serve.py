@@ -14,10 +14,11 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 from typing import Any
 
-from harness.cli.common import check_output_folder
+from harness.cli.common import ExitCode, check_output_folder
 from harness.serve import intake
 from harness.serve.intake import fixed_names
 from harness.serve.service import ServiceLimits
@@ -44,8 +45,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Load the model once and serve it with FastAPI/uvicorn: POST /v1/videos (multipart: image, "
                     "params JSON), GET /v1/jobs/{id}, GET /v1/jobs/{id}/video, DELETE /v1/jobs/{id}, GET /v1/health, "
                     "docs at /docs. Jobs run one at a time from a bounded queue; records, uploads and videos live in "
-                    "--out, so finished videos survive a restart. Exit status: 0 after a clean stop, 2 on a "
-                    "configuration error (one line).",
+                    "--out, so finished videos survive a restart. Exit status: 130 after Ctrl-C and 143 after SIGTERM "
+                    "(each a graceful stop), 2 a configuration error (one line), 3 the folder is in use by another "
+                    "service, 5 the service could not start.",
     )
     model = parser.add_argument_group("model")
     model.add_argument("--preset", choices=sorted(PRESETS), required=True, help="model preset")
@@ -140,8 +142,30 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, store, fixed: dict[str, Any], limits: ServiceLimits, token: str | None,
            device: str | None, sock) -> int:
-    """Load the model (its load measured by the Probe), then run uvicorn on `sock` until a signal."""
-    import torch  # from here on: the model
+    """Load and serve until Ctrl-C or SIGTERM; either ends in a graceful stop and exit status 128 + the signal."""
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a clean exit (folder released) from here on
+    try:
+        return _load_and_run(args, store, fixed, limits, token, device, sock)
+    except KeyboardInterrupt:  # uvicorn passes Ctrl-C on after its graceful shutdown
+        return 128 + signal.SIGINT
+    except Terminated:  # and SIGTERM likewise
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (uvicorn handles it while serving and raises it again once it has stopped)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _load_and_run(args: argparse.Namespace, store, fixed: dict[str, Any], limits: ServiceLimits, token: str | None,
+                  device: str | None, sock) -> int:
+    """Load the model (its load measured by the Probe), then run uvicorn on `sock`."""
+    import torch
 
     from harness.probe import Probe
     from harness.serve.app import create_app
@@ -165,8 +189,9 @@ def _serve(args: argparse.Namespace, store, fixed: dict[str, Any], limits: Servi
     print(f"wanbench serve: loaded in {load_ms / 1000:.1f} s; serving http://{host}:{port} (docs /docs), folder "
           f"{args.out}, queue {limits.queue_size}{', bearer token required' if token else ''}", file=sys.stderr,
           flush=True)
-    try:
-        server(create_app(service, token)).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
-        return 130
-    return 0
+    uvicorn = server(create_app(service, token))
+    uvicorn.run(sockets=[sock])
+    if not uvicorn.started:  # its startup failed (the log above says why)
+        print("wanbench serve: the service did not start; the log above says why", file=sys.stderr)
+        return ExitCode.INTERNAL
+    return ExitCode.OK

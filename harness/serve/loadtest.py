@@ -1,7 +1,8 @@
 """A bounded load on a running service: `requests` submissions from `clients` concurrent clients.
 
 Each client (a thread with its own httpx.Client) submits, and follows an accepted job until it ends
-(polling GET /v1/jobs/{id}); a 429 ends that request (no retry: the load test counts refusals).
+(polling GET /v1/jobs/{id}); a 429 ends that request (no retry: the load test counts refusals), and
+with `pace` the client waits the answer's Retry-After before its next request, as a polite client does.
 The report accounts for every request: its POST status, its job's final state, the latency the
 client saw (POST sent to the finished state seen, within one poll interval) and the job's record,
 whose service times (accept_ms, queue_ms, total_ms, write_ms, latency_ms, overhead_ms) give the
@@ -93,7 +94,8 @@ def _spread(values: list[float]) -> dict[str, float] | None:
 
 
 def run_load(base_url: str, image: bytes, params: dict[str, Any], requests: int, clients: int,
-             token: str | None = None, poll_s: float = 0.02, timeout_s: float = 600.0) -> LoadReport:
+             token: str | None = None, poll_s: float = 0.02, timeout_s: float = 600.0, pace: bool = True,
+             max_pause_s: float = 10.0) -> LoadReport:
     """Submit `requests` jobs from `clients` threads, follow each accepted one to its end, and report."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     local = threading.local()
@@ -111,6 +113,8 @@ def run_load(base_url: str, image: bytes, params: dict[str, Any], requests: int,
         sent = time.perf_counter()
         response = http.post("/v1/videos", files={"image": ("in.png", image, "image/png")}, data=body)
         if response.status_code != 202:
+            if pace and response.status_code == 429:
+                time.sleep(min(max_pause_s, float(response.headers.get("retry-after", 1))))
             return RequestOutcome(index, response.status_code, detail=_detail(response))
         job_id = response.json()["id"]
         deadline = sent + timeout_s
