@@ -36,6 +36,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
+import torch  # noqa: E402
+
+from harness import environment  # noqa: E402
 from harness.serve.loadtest import SERVICE_TIMES, LoadReport, run_load  # noqa: E402
 
 
@@ -98,24 +101,16 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def conditions(args: argparse.Namespace, health: dict[str, Any], load_before: float, load_after: float) -> str:
+def conditions(args: argparse.Namespace, health: dict[str, Any], env: dict[str, Any], load_before: float,
+               load_after: float) -> str:
     """One paragraph: what ran where, under which load."""
     model = health["model"]
     return (f"{args.requests} requests from {args.clients} concurrent clients against a queue of {args.queue_size} "
             f"(+1 running), loopback; {model['preset']} preset ({model['weights']} weights) on {model['device']}, "
             f"{args.size}, {args.frames} frames, {args.steps} steps; service with {model['threads']} torch thread(s); "
-            f"{_cpu()} ({os.cpu_count()} cores), 1-min load average {load_before:.2f} before, {load_after:.2f} after; "
+            f"{env['env.cpu']} ({env['env.cpu_usable']} usable cores), 1-min load average {load_before:.2f} before, "
+            f"{load_after:.2f} after; "
             f"clients poll every 20 ms and wait Retry-After after a 429.")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             process.wait(120)
     summary = report.summary()
     problems = report.check()
-    text = conditions(args, health, load_before, load_after)
+    env = environment.collect(torch.device("cpu"))  # this machine (the service's device is in health)
+    text = conditions(args, health, env, load_before, load_after)
     endings = ", ".join(f"{n} {ending}" for ending, n in sorted(summary["endings"].items()))
     markdown = (f"# wanbench serve under load\n\n{text}\n\nEndings: {endings}; {summary['done_per_s']} done/s over "
                 f"{summary['wall_s']} s. Problems: {'; '.join(problems) or 'none'}.\n\n{table(summary)}\n")
     (out / "serve-load.md").write_text(markdown, encoding="utf-8")
     (out / "serve-load.json").write_text(json.dumps({
-        "conditions": text, "command": command, "summary": summary, "problems": problems, "health": health,
+        "conditions": text, "environment": env, "command": command, "summary": summary, "problems": problems,
+        "health": health,
         "requests": [{"index": o.index, "status": o.status, "job_id": o.job_id, "state": o.state,
                       "client_latency_ms": None if o.latency_s is None else round(o.latency_s * 1000, 3),
                       **{k: (o.record or {}).get(k) for k in SERVICE_TIMES}} for o in report.outcomes],

@@ -55,7 +55,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        help="synthetic (seeded random weights at the real shapes) or a checkpoint folder")
     model.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when this torch sees one, else cpu)")
     model.add_argument("--out", required=True, metavar="DIR",
-                       help="the service's folder: job records, uploads of waiting jobs, videos (one service at a time)")
+                       help="the service's folder: job records, uploads of waiting jobs, videos (one service at a "
+                            "time)")
     plan = parser.add_argument_group("memory plan and load options (fixed for the life of the service)")
     for name in spec.load_names():
         add_param_flag(plan, (flag_of(name),), name)

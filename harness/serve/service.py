@@ -101,6 +101,9 @@ class Service:
                     self._end(job, "interrupted", now, error="its upload was not kept when the service stopped; "
                               "submit it again")
             self.jobs[job.id] = job
+        for job_id in self.store.inputs():  # an upload whose job never got a record (a crash mid-submit)
+            if job_id not in self.jobs or self.jobs[job_id].state != "queued":
+                self.store.drop_input(job_id)
         self._thread = threading.Thread(target=self._work, name="wanbench-serve-worker", daemon=True)
         self._thread.start()
         return self
@@ -230,11 +233,9 @@ class Service:
             job.measured["queue_ms"] = _ms(job.started_at - (job.queued_at or job.submitted_at))
             self.running = job
             self.store.save(job)
-        try:
-            picture = read_image(self.store.input_path(job_id).read_bytes(), self.limits.max_image_pixels)
-            request = spec.build(GenerationRequest, {**self.fixed, **job.params}, image=picture)
-        except (OSError, WanError) as exc:
-            outcome = Outcome("failed", error=f"the job's upload could not be read back: {exc}")
+        request, problem = self._prepare(job)
+        if request is None:
+            outcome = Outcome("failed", error=problem)
         else:
             outcome = run_job(self.pipe, job, request, self.store.video_path(job_id), self.lock,
                               lambda: self._stop_state(job))
@@ -249,6 +250,18 @@ class Service:
                         f"{job.steps_total}); submit it again"
             self._run_s.append(finished - job.started_at)
             self._end(job, outcome.state, finished, error=error, failed_stage=outcome.failed_stage)
+
+    def _prepare(self, job: Job) -> tuple[GenerationRequest | None, str | None]:
+        """The job's request, its picture decoded again from the kept upload; or None and why it cannot run."""
+        try:
+            upload = self.store.input_path(job.id).read_bytes()
+        except OSError as exc:
+            return None, f"the job's upload could not be read back ({exc.strerror or exc}); submit it again"
+        try:
+            picture = read_image(upload, self.limits.max_image_pixels)
+            return spec.build(GenerationRequest, {**self.fixed, **job.params}, image=picture), None
+        except WanError as exc:  # a job queued before a restart with other fixed parameters or limits
+            return None, f"the job does not fit this service as it was restarted: {exc}"
 
     def _stop_state(self, job: Job) -> State | None:
         if self._interrupt.is_set():

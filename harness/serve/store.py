@@ -96,6 +96,10 @@ class JobStore:
         """Remove a job's upload (its job has ended)."""
         self.input_path(job_id).unlink(missing_ok=True)
 
+    def inputs(self) -> list[str]:
+        """Ids of the jobs whose upload is kept."""
+        return [p.stem for p in (self.folder / INPUTS_DIR).glob("*.upload") if JOB_ID.fullmatch(p.stem)]
+
     def load(self) -> list[Job]:
         """Every readable record, oldest submission first; an unreadable one is renamed *.bad with a warning."""
         jobs = []

@@ -61,8 +61,8 @@ class BackgroundServer:
 def serving(pipe, folder: Path, token: str | None = None, **limits: Any) -> Iterator[tuple[httpx.Client, Service]]:
     """A service on `pipe` over `folder`, behind a real uvicorn; yields an httpx client and the service."""
     with JobStore(folder) as store:
-        service = Service(pipe, store, fixed_values({}), {"preset": "tiny", "weights": "synthetic", "device": "cpu"},
-                          ServiceLimits(**limits))
+        model = {"preset": "tiny", "weights": "synthetic", "device": str(pipe.device)}
+        service = Service(pipe, store, fixed_values({}), model, ServiceLimits(**limits))
         with BackgroundServer(create_app(service, token)) as running:
             with httpx.Client(base_url=running.url, timeout=60) as client:
                 yield client, service

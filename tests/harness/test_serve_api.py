@@ -260,14 +260,16 @@ def test_finished_videos_survive_a_restart(pipe, tmp_path):
 
 
 def test_a_job_running_when_its_process_died_is_recorded_as_interrupted(pipe, tmp_path):
-    store = JobStore(tmp_path)  # what a crash leaves: a record still saying running
+    store = JobStore(tmp_path)  # what a crash leaves: a record still saying running, an upload without a record
     store.save(Job("ab" * 16, params={"prompt": "a cat"}, image={}, state="running", stage="denoise_high", step=3,
                    steps_total=40))
+    store.save_input("cd" * 16, png())
     with serving(pipe, tmp_path) as (client, _):
         record = client.get(f"/v1/jobs/{'ab' * 16}").json()
     assert record["state"] == "interrupted"
     assert record["error"] == ("the service stopped while this job ran (stage denoise_high, step 3 of 40); "
                                "submit it again")
+    assert store.inputs() == []
 
 
 def test_a_shutdown_interrupts_the_running_job_after_its_grace_and_keeps_the_queued_one(pipe, tmp_path):
@@ -289,6 +291,17 @@ def test_a_shutdown_lets_the_running_job_finish_within_its_grace(pipe, tmp_path)
         wait_for(client, job_id, until=lambda r: r["state"] == "running")
     record = json.loads((tmp_path / "jobs" / f"{job_id}.json").read_text())
     assert record["state"] == "done" and (tmp_path / "videos" / f"{job_id}.mp4").is_file()
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_job_reports_torch_and_nvml_peaks_per_stage(tmp_path):
+    gpu = WanI2V.load("synthetic", "tiny", "cuda")
+    with serving(gpu, tmp_path) as (client, _):
+        record = wait_for(client, submit(client).json()["id"])
+    assert record["state"] == "done", record["error"]
+    assert record["peak_allocated_mib"] > 0 and record["stage_peak_allocated_mib.denoise_high"] > 0
+    assert record["peak_nvml_device_mib"] > 0  # the whole device; this process's own peak unless a container hides it
+    assert record["peak_nvml_mib"] is not None or "NVML does not list this process" in record["memory_note"]
 
 
 # ---------------------------------------------------------------------------------------------- token, load
