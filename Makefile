@@ -22,7 +22,7 @@ SPEED_OUT = $(OUT)/speed$(if $(SIZE),-$(subst *,x,$(SIZE)))
 REGRESSION_TINY = --preset tiny --set device=cpu --set 'size=80*48' --set frames=5
 MICROBENCH_STORAGE ?= $(OUT)/microbench
 
-.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality microbench
+.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality serve-load microbench
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -106,6 +106,10 @@ speed-quality:  ## PSNR/SSIM of the speed plans vs the exact plan, short full sc
 quality:  ## steps x guidance x shift against a 75-step reference (GPU, long)
 	wanbench run quality --out $(OUT)/quality $(SET)
 	wanbench report $(OUT)/quality
+
+serve-load:  ## a bounded load on `wanbench serve` over loopback (40 requests, 8 clients, queue 4; tiny preset, CPU) into $(OUT)/serve-load
+	rm -rf $(OUT)/serve-load
+	$(PY) bench/serve_load.py --out $(OUT)/serve-load
 
 microbench:  ## pytest-benchmark micro-benchmarks (DiT block, attention backends, VAE chunk, NVML sampler): saved, compared with the last save
 	$(PY) -m pytest -q tests/benchmarks --benchmark-storage=$(MICROBENCH_STORAGE) --benchmark-autosave \

@@ -270,6 +270,17 @@ class WanI2V:
             # 720p that fragmentation held ~14 GiB reserved-but-unused through the denoise on an H100.
             torch.cuda.empty_cache()
 
+    def rest(self) -> None:
+        """Return to what a loaded pipeline holds between requests, after a generation stopped midway.
+
+        A generation that raised (an out-of-memory, an observer that cancels it) may leave a swapped
+        expert or an offloaded text encoder on the device; the next request's memory floor assumes
+        they are parked, so a long-running caller (the service) calls this after every failure.
+        """
+        if self.text_weights is not None:
+            self.text_weights.to_host()
+        self._park("high", "low")
+
     def _denoise(
         self,
         request: GenerationRequest,
