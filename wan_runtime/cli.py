@@ -138,7 +138,9 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def _add_param_flag(parser: argparse.ArgumentParser, flags: tuple[str, ...], name: str, required: bool) -> None:
+def add_param_flag(parser: argparse.ArgumentParser, flags: tuple[str, ...], name: str, required: bool = False) -> None:
+    """A flag setting the spec's parameter `name` (dest `name`, None when not given): type, choices, help
+    and the default shown come from the spec; the spec checks the value."""
     param = spec.lookup(name)
     kwargs: dict[str, Any] = {"dest": name, "default": None, "required": required}
     if param.choices:
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt_dir", type=Path, default=None, help="checkpoint folder (official or Diffusers layout)")
     p.add_argument("--image", required=True, help="input image (PNG/JPEG)")
     for flags, name in PARAM_FLAGS:
-        _add_param_flag(p, flags, name, required=name == "prompt")
+        add_param_flag(p, flags, name, required=name == "prompt")
     p.add_argument("--sample_guide_scale", "--guidance_scale", dest="sample_guide_scale", default=None,
                    help="one value for both experts, or LOW,HIGH as the official tuple order (default: "
                         f"{spec.lookup('guide_scale_low').default},{spec.lookup('guide_scale_high').default})")

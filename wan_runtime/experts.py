@@ -56,6 +56,29 @@ def placement_mode(plan: MemoryPlan, device: torch.device) -> Mode:
     return "pinned" if plan.host_memory == "pinned" else "pageable"
 
 
+def effective_placement(plan: MemoryPlan, device: torch.device) -> dict[str, str | None]:
+    """Where the plan's placements really put the networks on `device`, in the plan's own words.
+
+    On a CPU every network is in host memory: a `gpu` or `offload_after` text encoder runs as `cpu`,
+    swapped experts stay `resident` (placement_mode), and a streamed expert's host copies are plain
+    (`pageable`) memory. `host_memory` is None when no expert weights are held in host memory.
+    """
+    device = torch.device(device)
+    mode = placement_mode(plan, device)
+    if mode == "resident":
+        host_memory = None
+    elif mode == "pageable" or device.type != "cuda":  # pinning exists to feed a GPU (see load_expert)
+        host_memory = "pageable"
+    else:
+        host_memory = "pinned"
+    return {
+        "experts": "resident" if mode == "resident" else "swap",
+        "dit_blocks": "stream" if mode == "stream" else "resident",
+        "host_memory": host_memory,
+        "text_encoder": "cpu" if device.type == "cpu" else plan.text_encoder,
+    }
+
+
 class PlacedExpert:
     """One DiT expert and the way the plan keeps it: `activate()` before its stage, `park()` after."""
 
@@ -197,4 +220,4 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
     return PlacedExpert(model, device, mode, groups, streamer)
 
 
-__all__ = ["Mode", "placement_mode", "PlacedExpert", "load_expert", "block_template"]
+__all__ = ["Mode", "placement_mode", "effective_placement", "PlacedExpert", "load_expert", "block_template"]

@@ -29,7 +29,7 @@ from wan_runtime.compile import block_call
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
 from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError
-from wan_runtime.experts import PlacedExpert, load_expert
+from wan_runtime.experts import PlacedExpert, effective_placement, load_expert
 from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
@@ -126,6 +126,11 @@ class WanI2V:
         self.check_resources = check_resources
         self._warm_shapes: set[tuple] = set()  # input shapes the compiled block call has seen
         self.parallel = parallel  # this rank's part of a multi-GPU run; None: a plain single process
+
+    @property
+    def effective_placement(self) -> dict[str, str | None]:
+        """Where the memory plan's placements really put the networks on this device (see experts.effective_placement)."""
+        return effective_placement(self.memory, self.device)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -306,6 +311,17 @@ class WanI2V:
             # expert arrives, so its weights do not land between the VAE encode's cached blocks: at
             # 720p that fragmentation held ~14 GiB reserved-but-unused through the denoise on an H100.
             torch.cuda.empty_cache()
+
+    def rest(self) -> None:
+        """Return to what a loaded pipeline holds between requests, after a generation stopped midway.
+
+        A generation that raised (an out-of-memory, an observer that cancels it) may leave a swapped
+        expert or an offloaded text encoder on the device; the next request's memory floor assumes
+        they are parked, so a long-running caller (the service) calls this after every failure.
+        """
+        if self.text_weights is not None:
+            self.text_weights.to_host()
+        self._park("high", "low")
 
     def _denoise(
         self,
