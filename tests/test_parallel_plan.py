@@ -9,6 +9,7 @@ import torch
 from wan_runtime.attention import AttentionOps
 from wan_runtime.config import A14B, TINY
 from wan_runtime.errors import ConfigError
+from wan_runtime.experts import effective_placement
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel import ParallelPlan
 from wan_runtime.parallel.groups import RankGroup
@@ -46,6 +47,12 @@ def test_split_is_a_memory_plan_placement_that_excludes_streaming():
     assert MemoryPlan(experts="split").experts == "split"
     with pytest.raises(ConfigError, match="implies experts='swap'"):
         MemoryPlan(experts="split", dit_blocks="stream")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_split_experts_are_reported_as_split_and_resident_in_device_memory(device):
+    where = effective_placement(SPLIT, torch.device(device))
+    assert (where["experts"], where["dit_blocks"], where["host_memory"]) == ("split", "resident", None)
 
 
 # ---------------------------------------------------------------- launch rules

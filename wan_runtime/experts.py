@@ -72,7 +72,7 @@ def effective_placement(plan: MemoryPlan, device: torch.device) -> dict[str, str
     else:
         host_memory = "pinned"
     return {
-        "experts": "resident" if mode == "resident" else "swap",
+        "experts": "split" if plan.experts == "split" else ("resident" if mode == "resident" else "swap"),
         "dit_blocks": "stream" if mode == "stream" else "resident",
         "host_memory": host_memory,
         "text_encoder": "cpu" if device.type == "cpu" else plan.text_encoder,
