@@ -1,7 +1,10 @@
 # wanbench: set-up, the main job and the tests. `make help` lists the targets.
 PY ?= python3
 OUT ?= reports
-DEMO_ARGS ?= --size 256*256 --frame_num 9 --sample_steps 8
+# The main job's run folder: the smoke suite's results, its report in report/, the demo video beside it.
+RUN_OUT ?= $(OUT)/smoke
+DEMO_ARGS ?= --size 128*128 --frame_num 9 --sample_steps 8
+DEMO_OUT ?= $(OUT)
 
 # Suites, reports and gates. SET passes overrides to `wanbench run` (e.g. SET="--set repeats=1").
 SET ?=
@@ -19,7 +22,7 @@ SPEED_OUT = $(OUT)/speed$(if $(SIZE),-$(subst *,x,$(SIZE)))
 REGRESSION_TINY = --preset tiny --set device=cpu --set 'size=80*48' --set frames=5
 MICROBENCH_STORAGE ?= $(OUT)/microbench
 
-.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality microbench
+.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality serve-load microbench
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,14 +31,26 @@ install:  ## CPU torch wheel first (seconds, from the local file), then the proj
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
 
-run: install demo  ## set up, then the main job: a video from the tiny preset on the CPU
+run: install  ## set up, then the main job: the smoke suite afresh (tiny preset, CPU), its report, a demo video beside it
+	rm -rf $(RUN_OUT)
+	wanbench run smoke --out $(RUN_OUT) $(SET)
+	@mkdir -p $(RUN_OUT)/report
+	@echo "measurements done: the report and the demo video ($(RUN_OUT)/report/demo.log) are made side by side"
+	@{ $(call DEMO,$(RUN_OUT)/report); } > $(RUN_OUT)/report/demo.log 2>&1 & demo=$$!; \
+	  wanbench report $(RUN_OUT) || exit 1; \
+	  wait $$demo || { cat $(RUN_OUT)/report/demo.log; exit 1; }
+	@echo "demo:   $(RUN_OUT)/report/demo.mp4 ($(DEMO_ARGS))"
+	@echo "open $(RUN_OUT)/report/report.html in a browser: the whole report in one file"
 
-demo:  ## wan-generate, tiny preset, synthetic weights, a scikit-image picture, CPU
-	@mkdir -p $(OUT)
-	$(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('$(OUT)/astronaut.png')"
-	wan-generate --preset tiny --weights synthetic --device cpu --image $(OUT)/astronaut.png \
-	  --prompt "An astronaut waves at the camera, the flag moves in the wind" \
-	  --base_seed 42 $(DEMO_ARGS) --save_file $(OUT)/demo.mp4
+# The demo video into folder $(1): a scikit-image picture, wan-generate on the tiny preset, synthetic weights, CPU.
+DEMO = $(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('$(1)/astronaut.png')" && \
+  wan-generate --preset tiny --weights synthetic --device cpu --image $(1)/astronaut.png \
+  --prompt "An astronaut waves at the camera, the flag moves in the wind" \
+  --base_seed 42 $(DEMO_ARGS) --save_file $(1)/demo.mp4
+
+demo:  ## wan-generate, tiny preset, synthetic weights, a scikit-image picture, CPU, into DEMO_OUT (default OUT)
+	@mkdir -p $(DEMO_OUT)
+	$(call DEMO,$(DEMO_OUT))
 
 test:  ## the test suite (GPU tests skip without CUDA)
 	$(PY) -m pytest -q
@@ -43,7 +58,7 @@ test:  ## the test suite (GPU tests skip without CUDA)
 test-gpu:  ## only the GPU tests (on a CUDA machine)
 	$(PY) -m pytest -q -m gpu
 
-smoke:  ## the smoke suite (tiny preset, CPU, ~35 s) into $(OUT)/smoke, then its report
+smoke:  ## the smoke suite (tiny preset, CPU, ~36 s of CPU) into $(OUT)/smoke (resumes), then its report
 	wanbench run smoke --out $(OUT)/smoke $(SET)
 	wanbench report $(OUT)/smoke
 
@@ -91,6 +106,10 @@ speed-quality:  ## PSNR/SSIM of the speed plans vs the exact plan, short full sc
 quality:  ## steps x guidance x shift against a 75-step reference (GPU, long)
 	wanbench run quality --out $(OUT)/quality $(SET)
 	wanbench report $(OUT)/quality
+
+serve-load:  ## a bounded load on `wanbench serve` over loopback (40 requests, 8 clients, queue 4; tiny preset, CPU) into $(OUT)/serve-load
+	rm -rf $(OUT)/serve-load
+	$(PY) bench/serve_load.py --out $(OUT)/serve-load
 
 microbench:  ## pytest-benchmark micro-benchmarks (DiT block, attention backends, VAE chunk, NVML sampler): saved, compared with the last save
 	$(PY) -m pytest -q tests/benchmarks --benchmark-storage=$(MICROBENCH_STORAGE) --benchmark-autosave \

@@ -18,8 +18,9 @@ memory, higher for `psnr_db` and `ssim`. Defaults follow the field (FastVideo's 
 
 Noise: when both sides kept at least `min_repeats` (5) raw repeats of a time metric
 (`repeats_ms.<stage>`, `repeats_ms.total`), a change must also be significant by a one-sided
-Mann-Whitney U test on those repeats (harness/stats.py) at `alpha` (0.05); otherwise the thresholds
-alone decide, and each verdict says which way it was decided.
+Mann-Whitney U test on those repeats at `alpha` (0.05): harness.stats.shift_test, the same rule the
+report uses to mark a speed-up; otherwise the thresholds alone decide, and each verdict says which
+way it was decided.
 
 Gates come from, in increasing priority: the defaults, the suite's `gates:` (of the current run's
 suite file, recorded in its run.json; a suite gate replaces the default of that metric), and the
@@ -42,7 +43,7 @@ from harness import params as P
 from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names,
                              read_manifest, read_rows, results_path)
 from harness.shards import read_run
-from harness.stats import mann_whitney_u
+from harness.stats import ALPHA, MIN_REPEATS, shift_test
 from wan_runtime.errors import ConfigError
 
 MATCH_FIELDS = ("preset", "device", "timing")  # besides every case parameter
@@ -319,18 +320,20 @@ def _compare_metric(case: str, metric: str, base_row: dict, cur_row: dict, gate:
     if not raw:
         return Change(case, metric, base, cur, gate, verdict, "thresholds only (no raw repeats kept for this metric)")
     n_base, n_cur = len(base_raw or []), len(cur_raw or [])
-    if min(n_base, n_cur) < min_repeats:
+    # The project's one significance rule (also the report's): the medians' direction, one-sided.
+    # Lower is better for every metric with raw repeats (times), and the thresholds compare those
+    # medians, so a regression is always "current greater" and an improvement "current less".
+    shift = shift_test(cur_raw or [], base_raw or [], alpha, min_repeats)
+    if not shift.tested:
         return Change(case, metric, base, cur, gate, verdict,
                       f"thresholds only ({n_base} vs {n_cur} repeats, fewer than {min_repeats})")
     if verdict == "within":
         return Change(case, metric, base, cur, gate, verdict, f"thresholds ({n_base} vs {n_cur} repeats)")
-    # Lower is better for every metric with raw repeats (times): a regression is "current greater".
-    alternative = "greater" if verdict == "regressed" else "less"
-    test = mann_whitney_u(cur_raw, base_raw, alternative)
-    how = f"thresholds + Mann-Whitney U p={test.p_value:.3g} ({n_base} vs {n_cur} repeats)"
-    if test.p_value >= alpha:
-        return Change(case, metric, base, cur, gate, "within", how + f": not significant at {alpha:g}", test.p_value)
-    return Change(case, metric, base, cur, gate, verdict, how, test.p_value)
+    p = f"p={shift.p_value:.3g}" if shift.p_value is not None else "equal medians"
+    how = f"thresholds + Mann-Whitney U {p} ({n_base} vs {n_cur} repeats)"
+    if not shift.significant:
+        return Change(case, metric, base, cur, gate, "within", how + f": not significant at {alpha:g}", shift.p_value)
+    return Change(case, metric, base, cur, gate, verdict, how, shift.p_value)
 
 
 def compare_runs(
@@ -338,8 +341,8 @@ def compare_runs(
     current: Side,
     gates: dict[str, Gate] | None = None,
     gate_sources: list[str] | None = None,
-    alpha: float = 0.05,
-    min_repeats: int = 5,
+    alpha: float = ALPHA,
+    min_repeats: int = MIN_REPEATS,
     allow_empty: bool = False,
 ) -> Comparison:
     """Compare `current` with `baseline` (run folders, results.jsonl files, or the shard folders of one run

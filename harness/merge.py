@@ -123,7 +123,7 @@ def _write_manifest(out: Path, run: RunFolders, missing: list[int]) -> None:
 def _quality_across_shards(run: RunFolders, out: Path) -> list[str]:
     """Metrics of cases whose reference ran in another shard: the runner's end-of-run pass, on the merged folder."""
     from harness.registry import available
-    from harness.runner import pending_quality
+    from harness.runner import fill_pending_quality
     from harness.suite import load_suite
 
     manifest = run.folders[0].manifest or {}
@@ -132,7 +132,7 @@ def _quality_across_shards(run: RunFolders, out: Path) -> list[str]:
         if path and Path(path).is_file():
             suite = load_suite(path, list(manifest.get("overrides") or []))
             if suite.fingerprint() == manifest.get("fingerprint"):
-                pending_quality(suite, out)
+                fill_pending_quality(suite, out)
                 return []
     return [f"quality of cases compared with a reference in another shard not computed: the definition of suite "
             f"{manifest.get('suite')!r} with fingerprint {manifest.get('fingerprint')} was not found here"]

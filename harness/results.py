@@ -87,6 +87,13 @@ SCHEMA: tuple[FieldDoc, ...] = (
     FieldDoc("failed_stage", "str", "", "stage the case died in (null when ok)"),
     FieldDoc("started_at", "str", "UTC", "ISO time the case started"),
     FieldDoc("finished_at", "str", "UTC", "ISO time the case ended"),
+    FieldDoc("effective.experts", "str", "", "how the experts really ran on this device: `swap` or `resident` "
+             "(on a CPU swapping is moot: all memory is host memory, so every plan runs `resident` or streamed)"),
+    FieldDoc("effective.dit_blocks", "str", "", "how the active expert's blocks really ran: `resident` or `stream`"),
+    FieldDoc("effective.host_memory", "str", "", "how parked expert weights were really held: `pinned`, `pageable` "
+             "(always on a CPU: pinning exists to feed a GPU), or null when no expert was parked in host memory"),
+    FieldDoc("effective.text_encoder", "str", "", "where the text encoder really ran: the plan's value on a GPU, "
+             "`cpu` on a CPU (there `gpu` and `offload_after` are the same thing)"),
     # --- what was produced
     FieldDoc("out_width", "int", "px", "width of the returned frames"),
     FieldDoc("out_height", "int", "px", "height of the returned frames"),

@@ -314,7 +314,7 @@ def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Pr
     context = _RunContext(suite, out, factory, python, references, progress, launcher)
     context.run(todo)
 
-    pending_quality(suite, out)
+    fill_pending_quality(suite, out)
     tables = None
     if results.exists():
         try:
@@ -528,10 +528,9 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def pending_quality(suite: Suite, out: Path) -> None:
+def fill_pending_quality(suite: Suite, out: Path) -> None:
     """Metrics of cases whose reference finished after them (their frames were kept for this)."""
-    from harness.worker import SYNTHETIC_NOTE, quality_fields
-    import numpy as np
+    from harness.quality import pending_quality
 
     results = out / RESULTS_FILE
     latest = {r["case_id"]: r for r in latest_rows(read_rows(results))}
@@ -542,15 +541,9 @@ def pending_quality(suite: Suite, out: Path) -> None:
                 or case.reference_id in (None, case.case_id)):
             continue
         ref_row = latest.get(case.reference_id)
-        own, ref = frames_path(out, case.case_id), frames_path(out, case.reference_id)
-        notes = [SYNTHETIC_NOTE] if row.get("weights_synthetic") else []
-        if ref_row is None or ref_row.get("status") != "ok" or not ref.exists() or not own.exists():
-            status = ref_row.get("status") if ref_row else "not run"
-            note = f"no metrics: reference case {case.reference_id!r} is {status}"
-            if row.get("quality_note") != "; ".join([note, *notes]):
-                updated[case.case_id] = row | {"quality_note": "; ".join([note, *notes])}
-            continue
-        fields = quality_fields(np.load(own), np.load(ref), suite.spec.quality.model_dump(), "cpu", notes)
-        updated[case.case_id] = row | fields
+        fields = pending_quality(out, case.case_id, case.reference_id, ref_row.get("status") if ref_row else None,
+                                 suite.spec.quality.model_dump(), bool(row.get("weights_synthetic")))
+        if any(row.get(name) != value for name, value in fields.items()):
+            updated[case.case_id] = row | fields
     if updated:
         replace_rows(results, updated)

@@ -44,21 +44,19 @@ import torch
 
 from harness import environment, overhead
 from harness.inputs import prepare_image
-from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, frames_path, identity_fields, now_iso
+from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, identity_fields, now_iso
 from harness.nvml import NvmlSampler
 from harness.params import build_compute_plan, build_memory_plan, build_request
 from harness.probe import Probe
+from harness.quality import case_quality
 from harness.results import guard_row, is_no_space
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import get_preset
-from wan_runtime.errors import StageOutOfMemoryError, WanError
+from wan_runtime.errors import StageOutOfMemoryError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
 from wan_runtime.request import GenerationRequest
-
-SYNTHETIC_NOTE = "synthetic weights: PSNR/SSIM measure numerical drift between configurations, not visual quality"
-
 
 def load_wan_pipeline(
     source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer,
@@ -176,7 +174,10 @@ class Worker:
                                   memory, started, trace)
                 self.emit({"event": "result", "row": _clean(guard_row(row | self.env))})
             return False
-        self.load = load_fields(recording, self.sampler)
+        # Fields every row of the group carries: the load, and where the plan really put the networks
+        # (on a CPU a `gpu` text encoder runs on the CPU); a pipeline that does not say adds nothing.
+        effective = getattr(self.pipe, "effective_placement", None) or {}
+        self.load = load_fields(recording, self.sampler) | {f"effective.{k}": v for k, v in effective.items()}
         self.emit({"event": "loaded", "load_ms": self.load.get("load_ms")})
         return True
 
@@ -295,52 +296,9 @@ class Worker:
         }
 
     def _quality(self, case: CaseJob, result) -> dict[str, Any]:
-        job = self.job
-        fields: dict[str, Any] = {"psnr_db": None, "ssim": None, "psnr_frames": None, "ssim_frames": None,
-                                  "quality_resize": None, "quality_note": None}
-        if not result.valid_video:
-            fields["quality_note"] = "sampled timing: steps were skipped, the video is not valid; no metrics"
-            return fields
-        if case.save_frames:
-            save_frames(frames_path(job.out, case.case_id), result.frames)
-        if case.reference_id is None:
-            return fields
-        notes = [SYNTHETIC_NOTE] if job.weights == "synthetic" else []
-        if case.reference_id == case.case_id:
-            fields["quality_note"] = "; ".join(["reference case (compared with nothing)", *notes])
-            return fields
-        ref_path = frames_path(job.out, case.reference_id)
-        if not ref_path.exists():
-            save_frames(frames_path(job.out, case.case_id), result.frames)
-            fields["quality_note"] = "; ".join(["pending: reference frames not available yet", *notes])
-            return fields
-        fields.update(quality_fields(result.frames, np.load(ref_path), job.quality, self.device, notes))
-        return fields
-
-
-def save_frames(path: Path, frames: np.ndarray) -> None:
-    """Keep lossless frames for later comparison (written to a temp name, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, frames)
-    os.replace(tmp, path)
-
-
-def quality_fields(frames: np.ndarray, reference: np.ndarray, quality: dict[str, Any], device,
-                   notes: list[str] = ()) -> dict[str, Any]:
-    """psnr_db/ssim/per-frame series/quality_resize of `frames` against `reference`, and quality_note.
-
-    Videos that cannot be compared (e.g. different frame counts) leave the metrics null with the reason
-    in quality_note: the case's measurements stand, and a rerun would fail the same way.
-    """
-    from harness.metrics import compare_videos
-
-    try:
-        q = compare_videos(frames, reference, quality["resize_filter"], quality["antialias"], device)
-    except WanError as exc:
-        return {"psnr_db": None, "ssim": None, "quality_note": "; ".join([*notes, f"not compared: {exc}"])}
-    return {"psnr_db": q.psnr_db, "ssim": q.ssim, "psnr_frames": q.psnr_frames, "ssim_frames": q.ssim_frames,
-            "quality_resize": q.resize, "quality_note": "; ".join(notes) or None}
+        return case_quality(self.job.out, case.case_id, case.reference_id, result.frames,
+                            valid_video=result.valid_video, keep_frames=case.save_frames, quality=self.job.quality,
+                            device=self.device, synthetic=self.job.weights == "synthetic")
 
 
 RUNNER_GONE_EXIT = 3  # exit status of a worker that stopped because its runner was gone

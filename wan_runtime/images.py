@@ -65,8 +65,12 @@ _TRANSPOSE = {
 }
 
 
-def load_image(source: ImageSource) -> Image.Image:
-    """Decode a path, bytes, binary file, PIL image or HxWx3 uint8 array to 8-bit RGB (see the module doc)."""
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a path, bytes, binary file, PIL image or HxWx3 uint8 array to 8-bit RGB (see the module doc).
+
+    `max_pixels` lowers the pixel limit of a file (a service caps its uploads below MAX_PIXELS); it is
+    checked from the header, before any pixel is decoded.
+    """
     if isinstance(source, Image.Image):
         return _to_rgb(source, "the image")
     if isinstance(source, np.ndarray):
@@ -74,9 +78,9 @@ def load_image(source: ImageSource) -> Image.Image:
             raise ConfigError(f"image array must be uint8 HxWx3; got {source.dtype} {tuple(source.shape)}")
         return Image.fromarray(source)
     if isinstance(source, (bytes, bytearray)):
-        return _decode(io.BytesIO(source), "the uploaded image")
+        return _decode(io.BytesIO(source), "the uploaded image", max_pixels)
     if hasattr(source, "read"):
-        return _decode(source, "the uploaded image")
+        return _decode(source, "the uploaded image", max_pixels)
     if not isinstance(source, (str, Path)):
         raise ConfigError(f"image must be a path, bytes, a PIL image or a uint8 array, not {type(source).__name__}")
     path = Path(source)
@@ -89,7 +93,7 @@ def load_image(source: ImageSource) -> Image.Image:
         raise ConfigError(f"{name} is not a regular file; pass the path of a picture file")
     try:
         with open(path, "rb") as fh:
-            return _decode(fh, name)
+            return _decode(fh, name, max_pixels)
     except OSError as exc:  # open() itself: permissions and the like (decode errors are ConfigErrors already)
         raise ConfigError(f"{name} cannot be read ({exc.strerror or exc}); check its permissions") from None
 
@@ -159,7 +163,7 @@ def _gather(img: Image.Image, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def _decode(fh: BinaryIO, name: str) -> Image.Image:
+def _decode(fh: BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     Image.init()  # registers every plugin, so each name in FORMATS is known to Image.open
     try:
         with warnings.catch_warnings():
@@ -177,9 +181,9 @@ def _decode(fh: BinaryIO, name: str) -> Image.Image:
         ) from None
     # No `with im`: the caller owns the file object, and the returned picture may be `im` itself.
     width, height = im.size
-    if width * height > MAX_PIXELS:
+    if width * height > max_pixels:
         raise ConfigError(f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-                          f"{MAX_PIXELS:,}; downscale it first")
+                          f"{max_pixels:,}; downscale it first")
     if width < 1 or height < 1:
         raise ConfigError(f"{name} is empty ({width}x{height})")
     orientation = _orientation(im)

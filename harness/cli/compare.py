@@ -7,6 +7,7 @@ import csv
 
 from harness.cli.common import ExitCode, check_output_file, file_error
 from harness.compare import change_records, compare_runs, render_markdown, render_text, resolve_gates
+from harness.stats import ALPHA, MIN_REPEATS
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -29,9 +30,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
              "(stage_ms.postprocess=off); repeatable; wins over the suite's gates and the defaults",
     )
     parser.add_argument("--suite", help="take `gates:` from this suite (default: the current run's own suite file)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
-    parser.add_argument("--min-repeats", type=int, default=5,
-                        help="repeats needed on both sides before the test applies (default 5)")
+    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level of the test (default {ALPHA})")
+    parser.add_argument("--min-repeats", type=int, default=MIN_REPEATS,
+                        help=f"repeats needed on both sides before the test applies (default {MIN_REPEATS})")
     parser.add_argument("--all", action="store_true", help="list every compared metric, not only the changes")
     parser.add_argument("--allow-empty", action="store_true",
                         help="accept two runs with no case in common (otherwise an error: nothing was compared)")

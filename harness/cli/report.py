@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     """Build the report and print where its files are."""
     from harness.report import build_report  # matplotlib/pandas load only when a report is asked for
 
+    from harness.report.writers import text_table
+
     if args.out:
         check_output_folder(args.out, "--out")
     try:
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         if exc.filename is None:
             raise
         raise file_error(exc, "cannot build the report") from exc
+    print(text_table(files.tables["summary"]), end="\n\n")
     print(f"report: {files.markdown}")
     print(f"html:   {files.html}")
     print(f"plots:  {', '.join(p.name for p in files.pngs)}")

@@ -7,6 +7,10 @@ and one CSV per table (raw values in the results' units and field names). Sectio
 (with banners for synthetic weights, projected figures and failed cases), memory/latency per
 resolution x plan, stage breakdown, quality vs speed (Pareto front, per-frame PSNR), memory over
 time for one case (NVML samples, stages shaded), cost vs tokens with fitted growth.
+
+Every median time carries the range of its repeats, a speed-up is shown only when significant
+(harness/report/tables.py), and a section with nothing to show is one sentence saying why (a table
+without rows, GPU memory on a CPU run) instead of an empty table or plot; its CSV is still written.
 """
 
 from __future__ import annotations
@@ -100,37 +104,43 @@ def build_report(runs: list[str | Path], out: str | Path | None = None, memory_c
         files.pngs.append(path)
         return [FigureBlock(path, caption)]
 
+    def table(name: str) -> list[Block]:
+        """The table, or the one sentence saying why it has no rows."""
+        t = tables[name]
+        return [TableBlock(t, f"{name}.csv")] if t.records else [Paragraph(t.empty)]
+
     chosen = data.case(memory_case) if memory_case is not None else default_memory_case(data)
-    files.memory_case = chosen.label
     blocks: list[Block] = [Heading(title, 1), *banners(data)]
-    blocks += [Heading("Environment"), TableBlock(tables["environment"], "environment.csv")]
-    blocks += [Heading("Memory and latency per resolution x plan"),
-               TableBlock(tables["summary"], "summary.csv"),
-               TableBlock(tables["memory_latency"], "memory_latency.csv")]
-    blocks += [Heading("Stage breakdown"), TableBlock(tables["stages"], "stages.csv")]
-    blocks += figure(plots.stage_breakdown(tables["stages"], out / "stages.png"),
-                     "Median time of each stage per case; load (hatched) is once per process and not in the total.",
-                     "No finished case: nothing to break down.")
-    blocks += [Heading("Quality vs speed"), TableBlock(tables["quality"], "quality.csv")]
-    blocks += figure(plots.quality_vs_speed(tables["quality"], out / "quality_vs_speed.png"),
-                     "PSNR and SSIM against the reference vs total time; the dashed line joins the Pareto front.",
-                     "No quality-vs-speed plot: no case was compared with a reference.")
-    blocks += figure(plots.psnr_per_frame(data, out / "psnr_per_frame.png"),
-                     "Per-frame PSNR of the lossy cases (those below the 100 dB cap).",
-                     "No per-frame PSNR plot: no lossy case (every compared case equals its reference, or none was "
-                     "compared).")
-    blocks += [Heading("Memory over time"),
-               Paragraph(f"Case `{chosen.label}` (pick another with `wanbench report --memory-case CASE`): NVML "
-                         "samples of this process's and the device's memory every ~10 ms during the last measured "
-                         "repeat, stages shaded.")]
+    blocks += [Heading("Environment"), *table("environment")]
+    blocks += [Heading("Memory and latency per resolution x plan"), *table("summary"), *table("memory_latency")]
+    blocks += [Heading("Stage breakdown"), *table("stages")]
+    if tables["stages"].records:
+        blocks += figure(plots.stage_breakdown(tables["stages"], out / "stages.png"),
+                         "Median time of each stage per case; load (hatched) is once per process and not in the "
+                         "total.", "")
+    blocks += [Heading("Quality vs speed"), *table("quality")]
+    if tables["quality"].records:
+        blocks += figure(plots.quality_vs_speed(tables["quality"], out / "quality_vs_speed.png"),
+                         "PSNR and SSIM against the reference vs median total time; the dashed line joins the "
+                         "Pareto front.", "No quality-vs-speed plot: no case was compared with a reference.")
+        blocks += figure(plots.psnr_per_frame(data, out / "psnr_per_frame.png"),
+                         "Per-frame PSNR of the lossy cases (those below the 100 dB cap).",
+                         "No per-frame PSNR plot: every compared case equals its reference.")
+    blocks += [Heading("Memory over time")]
     no_samples = plots.missing_samples_note(data, chosen)
-    caption = f"GPU memory over the last measured repeat of {chosen.label}" + (
-        f"; no NVML samples: {no_samples}." if no_samples else ".")
-    blocks += figure(plots.memory_timeline(data, chosen, out / "memory_timeline.png"), caption, "")
-    blocks += [Heading("Cost vs work"), TableBlock(tables["cost_vs_tokens"], "cost_vs_tokens.csv")]
-    blocks += figure(plots.cost_vs_tokens(tables["cost_vs_tokens"], out / "cost_vs_tokens.png"),
-                     "Time and memory against the DiT token count, with the fitted growth.",
-                     "No cost plot: no finished case.")
+    if no_samples is None:
+        files.memory_case = chosen.label
+        blocks += [Paragraph(f"Case `{chosen.label}` (pick another with `wanbench report --memory-case CASE`): NVML "
+                             "samples of this process's and the device's memory every ~10 ms during the last "
+                             "measured repeat, stages shaded.")]
+        blocks += figure(plots.memory_timeline(data, chosen, out / "memory_timeline.png"),
+                         f"GPU memory over the last measured repeat of {chosen.label}.", "")
+    else:
+        blocks += [Paragraph(f"No GPU memory over time ({no_samples}).")]
+    blocks += [Heading("Cost vs work"), *table("cost_vs_tokens")]
+    if tables["cost_vs_tokens"].records:
+        blocks += figure(plots.cost_vs_tokens(tables["cost_vs_tokens"], out / "cost_vs_tokens.png"),
+                         "Median time and memory against the DiT token count, with the fitted growth.", "")
 
     files.markdown.write_text(render_markdown(blocks), encoding="utf-8")
     files.html.write_text(render_html(blocks, title), encoding="utf-8")

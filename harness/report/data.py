@@ -76,8 +76,25 @@ class ReportData:
         return P.defaults().get(name)
 
     def describe(self, case: ReportCase, names: list[str]) -> str:
-        """`k=v, k=v` for the given parameters of a case."""
-        return ", ".join(f"{n}={P.format_value(self.value(case, n))}" for n in names)
+        """`k=v, k=v` for the given parameters of a case; `k=v (effective: w)` where the device made it `w`.
+
+        The runtime records where the plan really put each network (`effective.<field>`, e.g. a `gpu`
+        text encoder runs on the CPU of a CPU run); a reader must not take the label for the placement."""
+        parts = []
+        for n in names:
+            text = f"{n}={P.format_value(self.value(case, n))}"
+            key = f"effective.{n}"
+            if key in case.row and P.format_value(case.row[key]) != P.format_value(self.value(case, n)):
+                effective = case.row[key]
+                text += f" (effective: {'not used' if effective is None else P.format_value(effective)})"
+            parts.append(text)
+        return ", ".join(parts)
+
+    def effective_plan(self, case: ReportCase) -> str:
+        """Every load-time parameter as it really ran (`effective.<field>` where recorded)."""
+        values = {n: case.row.get(f"effective.{n}", self.value(case, n)) if f"effective.{n}" in case.row
+                  else self.value(case, n) for n in self.load_params}
+        return ", ".join(f"{n}={P.format_value(v)}" for n, v in values.items())
 
     def plan(self, case: ReportCase) -> str:
         """The case's plan as the fields that vary between cases (or `same for all`)."""

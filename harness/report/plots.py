@@ -102,6 +102,9 @@ def quality_vs_speed(table: Table, path: Path) -> Path | None:
             ys = [perfect if r["role"] == "reference" else r[metric] for r in rows]
             color = f"C{g % 10}"
             for r, x, yv in zip(rows, xs, ys):
+                if r.get("total_ms.min") is not None:  # the range of the repeats behind the median
+                    ax.plot([r["total_ms.min"] / div, r["total_ms.max"] / div], [yv, yv], color=color, linewidth=1,
+                            alpha=0.6, zorder=2)
                 marker = "*" if r["role"] == "reference" else "o"
                 ax.scatter([x], [yv], color=color, marker=marker, s=90 if marker == "*" else 30,
                            edgecolor="black" if r["pareto"] else "none", zorder=3)
@@ -110,11 +113,11 @@ def quality_vs_speed(table: Table, path: Path) -> Path | None:
             if len(front) > 1:
                 ax.plot([p[0] for p in front], [p[1] for p in front], color=color, linestyle="--", linewidth=1,
                         label=f"front vs {_short(ref, 40)}")
-        ax.set_xlabel(f"total time ({unit})")
+        ax.set_xlabel(f"total time ({unit}): median, line from min to max of the repeats")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
         if column == 0:
-            _legend(ax, fontsize=6, loc="lower right")
+            _legend(ax, fontsize=6, loc="best")
     fig.suptitle("Quality vs speed (numbers: # in the table; star: reference; black edge: on the Pareto front)",
                  fontsize=10)
     return _save(fig, path)
@@ -200,12 +203,17 @@ def cost_vs_tokens(table: Table, path: Path) -> Path | None:
     if not fits:
         return None
     memory_field = table.meta.get("memory_field", "peak_nvml_mib")
-    fig = _figure(10.0, 4.2)
-    ax_t, ax_m = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     all_totals = [c.row["total_ms"] for g in fits.values() for c in g["cases"]]
     unit, div = time_unit(all_totals)
     memory_values = [c.row.get(memory_field) for g in fits.values() for c in g["cases"] if c.row.get(memory_field)]
     m_unit, m_div = mem_unit(memory_values)
+    if memory_values:
+        fig = _figure(10.0, 4.2)
+        ax_t, ax_m = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    else:  # no GPU memory measured (a CPU run): time alone, the table's note says why
+        fig = _figure(6.0, 4.2)
+        ax_t = fig.add_subplot()
+        ax_m = None
     fitted = [name for name, group in fits.items() if group["total"] is not None]
     for name, group in fits.items():
         tokens = np.array([c.row["tokens"] for c in group["cases"]], dtype=float)
@@ -214,18 +222,22 @@ def cost_vs_tokens(table: Table, path: Path) -> Path | None:
         if name not in fitted:  # one token count: points only, in grey, one legend entry for all of them
             label = "cases with one token count" if name == next(n for n in fits if n not in fitted) else None
             ax_t.scatter(tokens, totals / div, color="grey", s=15, label=label)
-            if memory:
+            if memory and ax_m is not None:
                 ax_m.scatter([t for t, _ in memory], [m / m_div for _, m in memory], color="grey", s=15, label=label)
             continue
         index = fitted.index(name)
         color = f"C{index % 10}"
         label = _short(name, 40) if index < MAX_LEGEND else None
         ax_t.scatter(tokens, totals / div, color=color, s=25, label=label)
+        for case, t in zip(group["cases"], tokens):  # the range of the repeats behind each median
+            repeats = case.row.get("repeats_ms.total")
+            if repeats:
+                ax_t.plot([t, t], [min(repeats) / div, max(repeats) / div], color=color, linewidth=1, alpha=0.6)
         grid = np.geomspace(tokens.min(), tokens.max(), 50)
         k = group["total"].exponent_or_slope
         ax_t.plot(grid, group["total"].predict(grid) / div, color=color, linewidth=1,
                   label=f"fit k={k:.2f}" if label else None)
-        if memory:
+        if memory and ax_m is not None:
             ax_m.scatter([t for t, _ in memory], [m / m_div for _, m in memory], color=color, s=25, label=label)
             if group["memory"] is not None:
                 line = np.linspace(0, tokens.max(), 50)
@@ -238,19 +250,14 @@ def cost_vs_tokens(table: Table, path: Path) -> Path | None:
         _log_scale(ax_t.xaxis, [c.row["tokens"] for g in fits.values() for c in g["cases"]])
         _log_scale(ax_t.yaxis, [t / div for t in all_totals])
     ax_t.set_xlabel("tokens")
-    ax_t.set_ylabel(f"total time ({unit})")
+    ax_t.set_ylabel(f"total time ({unit}): median, min to max")
     ax_t.set_title("Time vs tokens (power-law fit)", fontsize=9)
     ax_t.grid(alpha=0.3, which="both")
     _legend(ax_t, fontsize=6)
-    ax_m.set_xlabel("tokens")
-    ax_m.set_ylabel(f"{memory_field} ({m_unit})")
-    ax_m.set_title("Memory vs tokens (linear fit)", fontsize=9)
-    if not memory_values:
-        ax_m.text(0.5, 0.5, "GPU memory was not measured\n(no CUDA device or no NVML)", transform=ax_m.transAxes,
-                  ha="center", va="center", fontsize=9)
-        ax_m.set_xticks([])
-        ax_m.set_yticks([])
-    else:
+    if ax_m is not None:
+        ax_m.set_xlabel("tokens")
+        ax_m.set_ylabel(f"{memory_field} ({m_unit})")
+        ax_m.set_title("Memory vs tokens (linear fit)", fontsize=9)
         ax_m.grid(alpha=0.3)
         _legend(ax_m, fontsize=6)
     if not several_sizes:

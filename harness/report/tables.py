@@ -4,6 +4,10 @@ A `Table` keeps the raw values in the results' own units and names (`total_ms`, 
 its CSV can be checked against results.jsonl number for number. Its display form picks a readable
 unit per column (ms or s, MiB or GiB) and four significant digits.
 
+Noise is shown, never hidden: every median time comes with the range of the repeats behind it,
+`median [min, max]` (CSV: `<field>.min`, `<field>.max`); a speed-up is shown only when
+harness.stats.shift_test, the rule `wanbench compare` gates with, finds it significant.
+
 Tables:
 - environment:     card, driver, CUDA, torch, weights source, suite, timing, the plan all cases share;
 - summary:         total and NVML peak per plan x resolution, in the shape of published tables;
@@ -26,7 +30,7 @@ import pandas as pd
 from harness.metrics import PSNR_CAP_DB
 from harness.report.data import SIZE_PARAMS, ReportCase, ReportData
 from harness.results import GENERATE_STAGES
-from harness.stats import Fit, fit_linear, fit_power_law
+from harness.stats import ALPHA, MIN_REPEATS, Fit, Shift, fit_linear, fit_power_law, shift_test
 
 MIB_PER_GIB = 1024.0
 
@@ -50,11 +54,21 @@ def fmt_number(value: Any, significant: int = 4) -> str:
 class Column:
     """One table column: the raw field, its heading and how it is displayed.
 
-    kind: text | int | time (ms) | mem (MiB) | db | ratio | number | bool."""
+    kind: text | int | time (ms) | mem (MiB) | db | ratio | number | bool.
+    spread: the records also hold `<field>.min` and `<field>.max` (the range of the repeats behind the
+    median), shown as `median [min, max]`. optional: hidden from the display when no record has a value
+    (e.g. GPU memory on a CPU run; the table's note says why). csv/shown: where the column appears."""
 
     field: str
     title: str
     kind: str = "text"
+    spread: bool = False
+    optional: bool = False
+    csv: bool = True
+    shown: bool = True
+
+
+SPREAD_LABEL = "median [min, max]"
 
 
 def time_unit(values_ms: list[float]) -> tuple[str, float]:
@@ -67,9 +81,15 @@ def mem_unit(values_mib: list[float]) -> tuple[str, float]:
     return ("GiB", MIB_PER_GIB) if values_mib and max(values_mib) >= MIB_PER_GIB else ("MiB", 1.0)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass
 class Table:
-    """A named table: raw records (CSV) and their display (markdown/HTML)."""
+    """A named table: raw records (CSV) and their display (markdown/HTML).
+
+    `empty` is the one sentence a report shows instead of the table when it has no records."""
 
     name: str
     title: str
@@ -77,15 +97,24 @@ class Table:
     records: list[dict[str, Any]]
     note: str = ""
     meta: dict[str, Any] = field(default_factory=dict)  # extra values plots need (not written)
+    empty: str = ""
 
     def frame(self) -> pd.DataFrame:
-        """Raw values, one column per `Column.field`, in the results' units."""
-        return pd.DataFrame(self.records, columns=[c.field for c in self.columns])
+        """Raw values, one column per `Column.field` (and its .min/.max), in the results' units."""
+        names = []
+        for c in self.columns:
+            if c.csv:
+                names += [c.field, f"{c.field}.min", f"{c.field}.max"] if c.spread else [c.field]
+        return pd.DataFrame(self.records, columns=names)
+
+    def shown_columns(self) -> list[Column]:
+        """The columns a reader sees: optional ones only when some record has a value."""
+        return [c for c in self.columns if c.shown and not (c.optional and all(
+            r.get(c.field) is None for r in self.records))]
 
     def display_unit(self, column: Column) -> tuple[str, float]:
         """The unit a time/memory column is shown in, and the divisor from the raw unit."""
-        values = [r[column.field] for r in self.records if isinstance(r.get(column.field), (int, float))
-                  and not isinstance(r.get(column.field), bool)]
+        values = [r[column.field] for r in self.records if _is_number(r.get(column.field))]
         if column.kind == "time":
             return time_unit(values)
         if column.kind == "mem":
@@ -94,20 +123,27 @@ class Table:
 
     def display(self) -> tuple[list[str], list[list[str]]]:
         """(headings with units, rows of formatted cells); every memory column shares one unit."""
-        units = {c.field: self.display_unit(c) for c in self.columns}
-        memory = [c for c in self.columns if c.kind == "mem"]
+        columns = self.shown_columns()
+        units = {c.field: self.display_unit(c) for c in columns}
+        memory = [c for c in columns if c.kind == "mem"]
         if memory:
             shared = max((units[c.field] for c in memory), key=lambda unit: unit[1])
             units.update({c.field: shared for c in memory})
         headings = []
-        for c in self.columns:
+        for c in columns:
             unit = units[c.field][0] or {"db": "dB", "ratio": "x"}.get(c.kind, "")
-            headings.append(f"{c.title} ({unit})" if unit else c.title)
+            heading = f"{c.title} ({unit})" if unit else c.title
+            headings.append(f"{heading}, {SPREAD_LABEL}" if c.spread else heading)
         rows = []
         for record in self.records:
             cells = []
-            for c in self.columns:
-                cells.append(format_cell(record.get(c.field), c.kind, units[c.field][1]))
+            for c in columns:
+                divisor = units[c.field][1]
+                if c.spread:
+                    cells.append(format_spread(record.get(c.field), record.get(f"{c.field}.min"),
+                                               record.get(f"{c.field}.max"), c.kind, divisor))
+                else:
+                    cells.append(format_cell(record.get(c.field), c.kind, divisor))
             rows.append(cells)
         return headings, rows
 
@@ -129,6 +165,22 @@ def format_cell(value: Any, kind: str, divisor: float = 1.0) -> str:
     if kind == "int":
         return str(int(value))
     return str(value)
+
+
+def format_spread(median: Any, low: Any, high: Any, kind: str, divisor: float = 1.0) -> str:
+    """`median [min, max]`, or the median alone where there is no range (one repeat; load, timed once)."""
+    shown = format_cell(median, kind, divisor)
+    if shown == "-" or low is None or high is None:
+        return shown
+    return f"{shown} [{format_cell(low, kind, divisor)}, {format_cell(high, kind, divisor)}]"
+
+
+def set_median(record: dict[str, Any], name: str, median: Any, values: list[float] | None) -> None:
+    """Put a median and the range of the values behind it into a record (range None with fewer than 2 values)."""
+    record[name] = median
+    spread = values is not None and len(values) >= 2
+    record[f"{name}.min"] = min(values) if spread else None
+    record[f"{name}.max"] = max(values) if spread else None
 
 
 # ---------------------------------------------------------------- helpers
@@ -169,8 +221,86 @@ def fits(case: ReportCase) -> str:
     if peak is None and case.row.get("peak_nvml_device_mib") is not None:
         peak, how = case.row["peak_nvml_device_mib"], " (device peak)"  # this process was not visible to NVML
     if peak is None or budget is None:
-        return "n/a (not measured)"
+        return None  # not measured (a CPU run, no NVML): the column is hidden or shows "-"
     return ("yes" if peak <= budget else "no") + how
+
+
+def repeats_of(case: ReportCase, name: str) -> list[float] | None:
+    """The per-repeat values behind a median field of the results (`total_ms`, `stage_ms.<stage>`)."""
+    if name == "total_ms":
+        values = case.row.get("repeats_ms.total")
+    elif name.startswith("stage_ms."):
+        values = case.row.get("repeats_ms." + name.split(".", 1)[1])
+    else:
+        values = None
+    return [float(v) for v in values] if values else None
+
+
+def step_times(data: ReportData, case: ReportCase, expert: str) -> list[float] | None:
+    """The measured step times behind `step_ms.<expert>` (from the timeline), None when they cannot be matched.
+
+    Under sampled timing the first executed steps of each expert in each repeat are warmup and are not
+    counted; the times are kept only when their count equals `steps_measured.<expert>` of the row."""
+    records = data.timeline(case)
+    measured = case.row.get(f"steps_measured.{expert}")
+    if not records or not isinstance(measured, int) or measured == 0 or measured % len(records):
+        return None
+    per_repeat = measured // len(records)
+    times: list[float] = []
+    for record in records:
+        executed = [s["ms"] for s in record.get("steps") or [] if s.get("expert") == expert]
+        times += executed[len(executed) - per_repeat:] if per_repeat else []
+    return times if len(times) == measured else None
+
+
+# Repeats are stored rounded to 1e-4 ms; a per-repeat remainder this close to 0 is rounding, not time.
+ROUNDING_MS = 1e-3
+
+
+def unaccounted_repeats(case: ReportCase) -> list[float] | None:
+    """Per repeat, its total minus the sum of its stages (None without aligned per-repeat values).
+
+    The stages of one generation run one after another inside the timed call, so the remainder is the
+    time between them (Python, synchronization, the probe's bookkeeping) and is never negative beyond
+    the rounding of the stored repeats, which is floored at 0."""
+    totals = case.row.get("repeats_ms.total")
+    stages = [case.row.get(f"repeats_ms.{s}") for s in GENERATE_STAGES]
+    stages = [v for v in stages if v]
+    if not totals or not stages or any(len(v) != len(totals) for v in stages):
+        return None
+    out = []
+    for i, total in enumerate(totals):
+        rest = total - sum(v[i] for v in stages)
+        out.append(0.0 if -ROUNDING_MS < rest < 0 else rest)
+    return out
+
+
+def speedup_test(case: ReportCase, reference: ReportCase) -> Shift | None:
+    """The shift test of a case's total-time repeats against its reference's (None without repeats)."""
+    mine, theirs = repeats_of(case, "total_ms"), repeats_of(reference, "total_ms")
+    return shift_test(mine, theirs) if mine and theirs else None
+
+
+def speedup_text(ratio: float | None, test: Shift | None, caveat: str = "") -> str:
+    """The speed-up cell: the ratio only when the shift test finds it significant, else why not."""
+    if ratio is None:
+        return "-"
+    if test is None:
+        return "untested: no repeats kept"
+    if not test.tested:
+        return f"untested: {test.n_x} vs {test.n_y} repeats"
+    if not test.significant:
+        return "not significant" + (f" (p={test.p_value:.2g})" if test.p_value is not None else " (equal medians)")
+    return f"{ratio:.2f} (p={test.p_value:.2g}{', ' + caveat if caveat else ''})"
+
+
+def process_caveat(data: ReportData, case: ReportCase, reference: ReportCase) -> str:
+    """'' when a case ran in its reference's process; else what its time difference includes besides the plan."""
+    if case.run == reference.run and case.row.get("group") == reference.row.get("group"):
+        return ""
+    if data.effective_plan(case) == data.effective_plan(reference):
+        return "other process, same effective plan"
+    return "other process"
 
 
 def mean_step_ms(case: ReportCase) -> float | None:
@@ -221,10 +351,32 @@ def environment_table(data: ReportData) -> Table:
         ("cases", f"{len(statuses)}: " + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))),
         ("plan shared by every case", data.common_plan()),
         ("measured", f"{started[0] if started else '-'} to {finished[-1] if finished else '-'} (UTC)"),
-        ("probe overhead", f"median {statistics.median(overheads):.2f}% of a step" if overheads else "-"),
+        ("probe overhead", probe_overhead_text(overheads)),
     ]
+    # The conditions of CPU figures, where the workers recorded them (env.threads, env.load_avg_1m).
+    if _distinct(data, "env.threads"):
+        items.append(("CPU threads (torch)", joined("env.threads")))
+    loads = [c.row["env.load_avg_1m"] for c in data.cases if _is_number(c.row.get("env.load_avg_1m"))]
+    if loads:
+        items.append(("host load average (1 min) as the workers started",
+                      f"{min(loads):.2f}" + (f" to {max(loads):.2f}" if max(loads) > min(loads) else "")))
     return Table("environment", "Environment", [Column("item", "item"), Column("value", "value")],
                  [{"item": k, "value": v} for k, v in items])
+
+
+def probe_overhead_text(percents: list[float]) -> str:
+    """The probe's cost per step; at or below 0 it is under what the measurement resolves, and says so."""
+    if not percents:
+        return "-"
+    median = statistics.median(percents)
+    if median <= 0:
+        return ("< resolution: the probed loop was not measurably slower than the bare one "
+                "(their difference was within the timing noise)")
+    below = sum(p <= 0 for p in percents)
+    if below:
+        return (f"median {median:.2f}% of a step, at most {max(percents):.2f}%; below resolution (<= 0) in "
+                f"{below} of {len(percents)} cases")
+    return f"median {median:.2f}% of a step ({min(percents):.2f}% to {max(percents):.2f}% over the cases)"
 
 
 def memory_latency_table(data: ReportData) -> Table:
@@ -234,30 +386,36 @@ def memory_latency_table(data: ReportData) -> Table:
     if data.varying_other:
         columns.append(Column("variant", "variant"))
     columns += [
-        Column("status", "status"), Column("total_ms", "total", "time"),
-        Column("step_ms.high", "per step, high-noise expert", "time"),
-        Column("step_ms.low", "per step, low-noise expert", "time"),
-        Column("peak_nvml_mib", "NVML process peak", "mem"), Column("peak_allocated_mib", "peak allocated", "mem"),
-        Column("budget_mib", "budget", "mem"), Column("fits", "fits budget"), Column("projected", "projected", "bool"),
+        Column("status", "status"), Column("total_ms", "total", "time", spread=True),
+        Column("step_ms.high", "per step, high-noise expert", "time", spread=True),
+        Column("step_ms.low", "per step, low-noise expert", "time", spread=True),
+        Column("peak_nvml_mib", "NVML process peak", "mem", optional=True),
+        Column("peak_allocated_mib", "peak allocated", "mem", optional=True),
+        Column("budget_mib", "budget", "mem", optional=True), Column("fits", "fits budget", optional=True),
+        Column("projected", "projected", "bool"),
     ]
     records = []
     for case in _sorted(data, data.cases):
-        records.append({
+        record = {
             "case": case.label, "resolution": resolution(data, case), "tokens": case.row.get("tokens"),
             "plan": data.plan(case), "variant": variant(data, case), "status": case.row.get("status"),
-            "total_ms": case.row.get("total_ms"), "step_ms.high": case.row.get("step_ms.high"),
-            "step_ms.low": case.row.get("step_ms.low"), "peak_nvml_mib": case.row.get("peak_nvml_mib"),
-            "peak_allocated_mib": case.row.get("peak_allocated_mib"), "budget_mib": budget_mib(case),
-            "fits": fits(case), "projected": case.row.get("projected"),
-        })
-    notes = ["total: median wall clock of one generation (load excluded); per step: median of one denoising "
-             "step (both CFG forwards and the solver)."]
+            "peak_nvml_mib": case.row.get("peak_nvml_mib"), "peak_allocated_mib": case.row.get("peak_allocated_mib"),
+            "budget_mib": budget_mib(case), "fits": fits(case), "projected": case.row.get("projected"),
+        }
+        set_median(record, "total_ms", case.row.get("total_ms"), repeats_of(case, "total_ms"))
+        for expert in ("high", "low"):
+            set_median(record, f"step_ms.{expert}", case.row.get(f"step_ms.{expert}"), step_times(data, case, expert))
+        records.append(record)
+    notes = ["total: median wall clock of one generation (load excluded) over the measured repeats; per step: "
+             "median of one denoising step (both CFG forwards and the solver) over every measured step; "
+             "[min, max]: the range of those values."]
     if any(r["projected"] for r in records):
         notes.append("projected: sampled timing, the full schedule projected from the measured steps.")
-    if all(r["peak_nvml_mib"] is None for r in records):
+    if all(r["peak_nvml_mib"] is None and r["peak_allocated_mib"] is None for r in records):
         notes.append("GPU memory: " + (_distinct(data, "memory_note") or ["not measured"])[0] + ".")
-    notes.append("fits: NVML process peak (CUDA context included) within vram_budget_gib, or the card's memory "
-                 "when the plan sets no budget.")
+    else:
+        notes.append("fits: NVML process peak (CUDA context included) within vram_budget_gib, or the card's memory "
+                     "when the plan sets no budget.")
     return Table("memory_latency", "Memory and latency per resolution x plan", columns, records, " ".join(notes))
 
 
@@ -268,40 +426,48 @@ def summary_table(data: ReportData) -> Table:
     if data.varying_other:
         columns.append(Column("variant", "variant"))
     for res in resolutions:
-        columns += [Column(f"{res}: total_ms", f"{res}: total", "time"),
-                    Column(f"{res}: peak_nvml_mib", f"{res}: NVML peak", "mem")]
+        columns += [Column(f"{res}: total_ms", f"{res}: total", "time", spread=True),
+                    Column(f"{res}: peak_nvml_mib", f"{res}: NVML peak", "mem", optional=True)]
     by_row: dict[tuple[str, str], dict[str, Any]] = {}
     for case in _sorted(data, data.cases):
         key = (data.plan(case), variant(data, case))
         record = by_row.setdefault(key, {"plan": key[0], "variant": key[1]})
         res = resolution(data, case)
-        record[f"{res}: total_ms"] = case.row.get("total_ms") if case.ok else None
+        set_median(record, f"{res}: total_ms", case.row.get("total_ms") if case.ok else None,
+                   repeats_of(case, "total_ms") if case.ok else None)
         record[f"{res}: peak_nvml_mib"] = case.row.get("peak_nvml_mib")
-    note = ("The format of published tables (seconds / peak memory per resolution); '-' where a case did not "
-            "finish or memory was not measured. Details and budgets in the next table.")
+    note = ("The format of published tables (time and peak memory per resolution), with the range of the repeats "
+            "beside each median time; '-' where a case did not finish or memory was not measured. Details and "
+            "budgets in the next table.")
     return Table("summary", "Summary: total time and NVML peak per plan x resolution", columns,
                  list(by_row.values()), note)
 
 
 def stages_table(data: ReportData) -> Table:
-    """Median time of every stage per case; `unaccounted` is total minus the stages (the harness's gaps)."""
-    columns = [Column("case", "case"), Column("load_ms", "load", "time")]
-    columns += [Column(f"stage_ms.{s}", s, "time") for s in GENERATE_STAGES]
-    columns += [Column("total_ms", "total", "time"), Column("unaccounted_ms", "unaccounted", "time")]
+    """Median time of every stage per case, with the range of its repeats; `unaccounted` is the time between stages."""
+    columns = [Column("case", "case"), Column("load_ms", "load (once)", "time")]
+    columns += [Column(f"stage_ms.{s}", s, "time", spread=True, optional=True) for s in GENERATE_STAGES]
+    columns += [Column("total_ms", "total", "time", spread=True),
+                Column("unaccounted_ms", "unaccounted", "time", spread=True)]
     records = []
+    overlapped = False
     for case in _sorted(data, [c for c in data.cases if c.ok]):
         record: dict[str, Any] = {"case": case.label, "load_ms": case.row.get("load_ms")}
-        stage_values = [case.row.get(f"stage_ms.{s}") for s in GENERATE_STAGES]
-        for stage, value in zip(GENERATE_STAGES, stage_values):
-            record[f"stage_ms.{stage}"] = value
-        total = case.row.get("total_ms")
-        record["total_ms"] = total
-        present = [v for v in stage_values if isinstance(v, (int, float))]
-        record["unaccounted_ms"] = total - sum(present) if isinstance(total, (int, float)) and present else None
+        for name in [f"stage_ms.{s}" for s in GENERATE_STAGES] + ["total_ms"]:
+            set_median(record, name, case.row.get(name), repeats_of(case, name))
+        rest = unaccounted_repeats(case)
+        set_median(record, "unaccounted_ms", statistics.median(rest) if rest else None, rest)
+        overlapped = overlapped or any(v < 0 for v in rest or [])
         records.append(record)
-    note = ("Median over the measured repeats of each stage's synchronized wall clock; load is timed once per "
-            "process group and is not part of total. Medians of parts need not add up to the median total.")
-    return Table("stages", "Stage breakdown", columns, records, note)
+    note = ("Median over the measured repeats of each stage's synchronized wall clock, [min, max] their range; load "
+            "is timed once per process group and is not part of total. unaccounted: per repeat, its total minus its "
+            "stages (the time between stages: Python, synchronization, the probe's bookkeeping), then the median "
+            "over repeats; the stages run one after another, so it is never negative (rounding of the stored "
+            "repeats is floored at 0). Medians of parts need not add up to the median total.")
+    if overlapped:
+        note += " A negative unaccounted time means stages overlapped in time in that case."
+    return Table("stages", "Stage breakdown", columns, records, note,
+                 empty="No case finished, so there is no stage to break down.")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
@@ -318,8 +484,11 @@ def quality_table(data: ReportData) -> Table:
 
     A reference case stands at PSNR_CAP_DB and SSIM 1 (it is what the others are measured against)."""
     columns = [Column("point", "#", "int"), Column("case", "case"), Column("reference_case", "reference"),
-               Column("role", "role"),
-               Column("total_ms", "total", "time"), Column("speedup", "speed-up vs reference", "ratio"),
+               Column("role", "role"), Column("total_ms", "total", "time", spread=True),
+               Column("speedup", "speed-up", "ratio", shown=False),
+               Column("speedup_p", "p", "number", shown=False),
+               Column("speedup_significant", "significant", "bool", shown=False),
+               Column("speedup_shown", "speed-up vs reference (x)", csv=False),
                Column("psnr_db", "PSNR", "db"), Column("ssim", "SSIM", "number"),
                Column("psnr_min_frame_db", "worst frame PSNR", "db"), Column("pareto", "Pareto front", "bool"),
                Column("quality_resize", "resize")]
@@ -338,28 +507,42 @@ def quality_table(data: ReportData) -> Table:
         for case, on_front in zip(cases, front):
             ref = by_id.get((case.run, case.row["reference_case"]))
             ref_total = ref.row.get("total_ms") if ref is not None else None
+            compared = ref is not None and ref is not case and isinstance(ref_total, (int, float))
+            ratio = ref_total / case.row["total_ms"] if compared else None
+            test = speedup_test(case, ref) if compared else None
+            caveat = process_caveat(data, case, ref) if compared else ""
             frames = case.row.get("psnr_frames") or []
-            records.append({
+            record = {
                 "point": len(records) + 1,
                 "case": case.label, "reference_case": ref.label if ref is not None else case.row["reference_case"],
                 "role": "reference" if case.row.get("is_reference") else "compared",
-                "total_ms": case.row["total_ms"],
-                "speedup": ref_total / case.row["total_ms"] if isinstance(ref_total, (int, float)) else None,
+                "speedup": ratio, "speedup_p": test.p_value if test else None,
+                "speedup_significant": test.significant if test else None,
+                "speedup_shown": speedup_text(ratio, test, caveat),
                 "psnr_db": case.row.get("psnr_db"), "ssim": case.row.get("ssim"),
                 "psnr_min_frame_db": min(frames) if frames else None, "pareto": on_front,
                 "quality_resize": case.row.get("quality_resize") or "-",
-            })
-    notes = [f"PSNR per frame (data range 1, {PSNR_CAP_DB:g} dB when identical) and Gaussian SSIM, averaged over "
-             "frames. The Pareto front (time vs PSNR) is taken per reference, the reference counting as perfect "
-             "quality; # numbers the points of the plot."]
+            }
+            set_median(record, "total_ms", case.row["total_ms"], repeats_of(case, "total_ms"))
+            records.append(record)
+    notes = [f"speed-up: the reference's median total over this case's, shown only where a one-sided Mann-Whitney U "
+             f"test on the repeats of the two totals finds the difference significant at {ALPHA:g} with at least "
+             f"{MIN_REPEATS} repeats a side (harness.stats.shift_test, the rule `wanbench compare` gates with); a "
+             "significant slow-down shows as a ratio below 1. The CSV keeps every ratio, its p and the verdict. "
+             "other process: the case ran in another worker process than its reference (a plan that loads "
+             "differently must), so the difference includes process-to-process variation the test cannot "
+             "separate from the plan; with the same effective plan (e.g. every text-encoder placement on a CPU), "
+             "that variation is all it measures.",
+             f"PSNR per frame (data range 1, {PSNR_CAP_DB:g} dB when identical) and Gaussian SSIM, averaged over "
+             "frames. The Pareto front (median time vs PSNR) is taken per reference, the reference counting as "
+             "perfect quality; # numbers the points of the plot."]
     if any(c.row.get("weights_synthetic") for c in data.cases):
         notes.append("Synthetic weights: these metrics measure numerical drift between configurations, not visual "
                      "quality.")
-    if not records:
-        reasons = _distinct(data, "quality_note")
-        notes.append("No case has quality metrics" + (f" ({reasons[0]})" if reasons else
-                                                      " (the suite names no reference)") + ".")
-    return Table("quality", "Quality vs speed", columns, records, " ".join(notes))
+    reasons = _distinct(data, "quality_note")
+    empty = ("No case has quality metrics" + (f" ({reasons[0]})" if reasons else " (the suite names no reference)")
+             + ".")
+    return Table("quality", "Quality vs speed", columns, records, " ".join(notes), empty=empty)
 
 
 def _fit_cells(fit: Fit | None) -> tuple[float | None, float | None]:
@@ -377,8 +560,10 @@ def cost_table(data: ReportData) -> Table:
     columns = [Column("group", "cases"), Column("points", "points", "int"), Column("tokens_min", "tokens from", "int"),
                Column("tokens_max", "tokens to", "int"), Column("total_exponent", "total ~ tokens^k: k", "number"),
                Column("total_r2", "R^2", "number"), Column("step_exponent", "step ~ tokens^k: k", "number"),
-               Column("step_r2", "R^2", "number"), Column("memory_base_mib", "memory at 0 tokens", "mem"),
-               Column("memory_mib_per_1k_tokens", "memory per 1k tokens", "mem"), Column("memory_r2", "R^2", "number")]
+               Column("step_r2", "R^2", "number"),
+               Column("memory_base_mib", "memory at 0 tokens", "mem", optional=True),
+               Column("memory_mib_per_1k_tokens", "memory per 1k tokens", "mem", optional=True),
+               Column("memory_r2", "R^2", "number", optional=True)]
     records, fits_for_plot = [], {}
     for name, cases in groups.items():
         tokens = [c.row["tokens"] for c in cases]
@@ -399,13 +584,12 @@ def cost_table(data: ReportData) -> Table:
             "memory_mib_per_1k_tokens": mem_fit.exponent_or_slope * 1000 if mem_fit else None,
             "memory_r2": mem_fit.r2 if mem_fit else None,
         })
-    notes = ["Time is fitted as a power law c * tokens^k (least squares in log-log: k near 1 means linear work "
-             "dominates, near 2 attention does); memory as a line a + b * tokens "
-             f"({memory_field}). R^2 is blank with two points."]
-    if not records:
-        notes.append("No group of cases differing only in size or frames has two token counts: no growth is fitted "
-                     "(sweep size or frames to get one).")
+    notes = ["Time is fitted as a power law c * tokens^k (least squares in log-log on the median totals: k near 1 "
+             "means linear work dominates, near 2 attention does); memory as a line a + b * tokens "
+             f"({memory_field}). R^2 is blank with two points (any such curve passes through both)."]
     if not any(c.row.get(memory_field) for c in data.cases):
         notes.append("GPU memory was not measured, so no memory growth is fitted.")
+    empty = ("No group of cases differing only in size or frames has two token counts, so no growth is fitted "
+             "(sweep size or frames to get one).")
     return Table("cost_vs_tokens", "Cost vs work (tokens)", columns, records, " ".join(notes),
-                 meta={"fits": fits_for_plot, "memory_field": memory_field})
+                 meta={"fits": fits_for_plot, "memory_field": memory_field}, empty=empty)

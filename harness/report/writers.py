@@ -72,6 +72,15 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+def text_table(table: Table) -> str:
+    """A table as aligned plain text, for a terminal."""
+    headings, rows = table.display()
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headings)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headings, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
 def render_markdown(blocks: list[Block]) -> str:
     """The report as markdown; figures and CSVs are referenced by file name (they sit beside it)."""
     out: list[str] = []
@@ -100,7 +109,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .banner { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.6em 1em; margin: 0.6em 0; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
@@ -108,7 +117,8 @@ figcaption, .note { font-size: 0.85em; color: #555; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
-_NUMBER = re.compile(r"^[-+]?[0-9][0-9.,]*$")
+# A number, or a median with its range: `1.136 [1.097, 1.448]` (right-aligned like a number).
+_NUMBER = re.compile(r"^[-+]?[0-9][0-9.,]*( \[[-+]?[0-9][0-9.]*, [-+]?[0-9][0-9.]*\])?$")
 
 
 def _inline(text: str) -> str:

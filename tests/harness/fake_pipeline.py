@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from wan_runtime.errors import StageOutOfMemoryError
+from wan_runtime.experts import effective_placement
+from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver, StepInfo
 from wan_runtime.sizes import VideoGeometry, geometry
 
@@ -46,12 +48,21 @@ class FakeResult:
 class FakePipeline:
     """WanI2V's interface without networks (first half of the steps on the high-noise expert)."""
 
+    def __init__(self, memory: MemoryPlan, device):
+        self.memory = memory
+        self.device = device
+
     @classmethod
     def load(cls, source, preset, device, memory, attention, observer, cross_attention=None, compute=None):
         """Report a `load` stage and return a pipeline."""
         with observer.stage("load"):
             pass
-        return cls()
+        return cls(memory, device)
+
+    @property
+    def effective_placement(self) -> dict:
+        """As WanI2V: where the plan really puts the networks on this device."""
+        return effective_placement(self.memory, self.device)
 
     def generate(self, request, observer=None):
         """Run the stages, report the executed steps, return deterministic frames."""

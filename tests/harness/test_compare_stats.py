@@ -1,4 +1,8 @@
-"""harness.stats: the Mann-Whitney U test behind the time gates, and the growth fits of the report."""
+"""harness.stats: the shift test behind the time gates and the report's speed-ups, and the growth fits.
+
+The test itself is scipy's; what the project adds is the choice of method (exact with ties for small
+samples) and the rule "one-sided, in the direction of the medians, at least 5 repeats a side".
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,44 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from harness.stats import fit_linear, fit_power_law, mann_whitney_u, midranks
+from harness.stats import fit_linear, fit_power_law, mann_whitney_u, shift_test
 
 
-def _brute_force_upper_tail(x, y) -> float:
+def _enumerated_upper_tail(x, y) -> float:
     """P(rank sum of len(x) values drawn from the pooled midranks >= x's), by listing every draw."""
-    ranks = midranks(list(x) + list(y))
+    ranks = stats.rankdata(list(x) + list(y))
     observed = ranks[: len(x)].sum()
     sums = [sum(c) for c in itertools.combinations(ranks, len(x))]
     return sum(s >= observed - 1e-9 for s in sums) / len(sums)
 
 
-def test_midranks_share_the_mean_rank_between_ties():
-    assert midranks([10, 20, 20, 30]).tolist() == [1.0, 2.5, 2.5, 4.0]
-
-
 @pytest.mark.parametrize("x, y", [
     ([5.1, 5.3, 5.2, 5.6, 5.4], [5.0, 5.05, 5.2, 4.9, 5.1]),        # one tie across the samples
     ([3, 3, 4, 4, 5, 6], [1, 2, 3, 3, 4]),                           # many ties
-    ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]),                         # x entirely below y
 ])
-def test_exact_p_value_equals_the_enumerated_permutation_distribution(x, y):
+def test_small_samples_with_ties_get_the_exact_permutation_p_value(x, y):
     result = mann_whitney_u(x, y, "greater")
+    assert result.method == "exact permutation"
+    assert result.p_value == pytest.approx(_enumerated_upper_tail(x, y), abs=1e-12)
+
+
+def test_without_ties_the_p_value_is_scipys_exact_one():
+    x, y = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]
+    result = mann_whitney_u(x, y, "less")
     assert result.method == "exact"
-    assert result.p_value == pytest.approx(_brute_force_upper_tail(x, y), abs=1e-12)
+    assert result.p_value == pytest.approx(stats.mannwhitneyu(x, y, alternative="less", method="exact").pvalue)
+    assert result.p_value == pytest.approx(_enumerated_upper_tail(np.negative(x), np.negative(y)), abs=1e-12)
 
 
-def test_less_is_greater_on_the_negated_values():
-    x, y = [1.0, 2.0, 2.0, 3.5], [2.0, 4.0, 5.0, 6.0, 7.0]
-    expected = _brute_force_upper_tail(np.negative(x), np.negative(y))
-    assert mann_whitney_u(x, y, "less").p_value == pytest.approx(expected, abs=1e-12)
+def test_large_samples_use_scipys_normal_approximation_with_continuity():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(0.3, 1, 40).round(1), rng.normal(0, 1, 35).round(1)  # rounded: ties
+    result = mann_whitney_u(x, y, "greater")
+    expected = stats.mannwhitneyu(x, y, alternative="greater", method="asymptotic", use_continuity=True)
+    assert result.method == "normal approximation"
+    assert result.u == pytest.approx(expected.statistic) and result.p_value == pytest.approx(expected.pvalue)
 
 
 def test_five_against_five_fully_separated_gives_one_in_252():
@@ -45,22 +56,29 @@ def test_five_against_five_fully_separated_gives_one_in_252():
     assert result.u == 25.0 and result.p_value == pytest.approx(1 / math.comb(10, 5))
 
 
-def test_matches_scipy_without_ties_exact_and_asymptotic():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(3)
-    for n, m in ((6, 7), (40, 35)):  # the second pools 75 values: normal approximation
-        x, y = rng.normal(0.3, 1, n), rng.normal(0, 1, m)
-        ours = mann_whitney_u(x, y, "greater")
-        method = "exact" if n + m <= 60 else "asymptotic"
-        theirs = scipy_stats.mannwhitneyu(x, y, alternative="greater", method=method)
-        assert ours.u == pytest.approx(theirs.statistic)
-        assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-9)
-        assert ours.method == ("exact" if n + m <= 60 else "normal approximation")
+def test_all_equal_values_give_no_evidence():
+    assert mann_whitney_u([3.0] * 5, [3.0] * 5, "less").p_value == 1.0
 
 
 def test_an_empty_sample_is_an_error():
     with pytest.raises(ValueError, match="at least one value"):
         mann_whitney_u([], [1.0])
+
+
+def test_clearly_separated_repeats_are_a_significant_shift_down():
+    shift = shift_test([9.7, 10.1, 9.9, 10.4, 9.8], [20.5, 22.0, 28.5, 21.3, 24.9])
+    assert shift.direction == "less" and shift.significant
+    assert shift.p_value == pytest.approx(1 / 252)
+
+
+def test_overlapping_repeats_are_not_a_significant_shift():
+    shift = shift_test([9.7, 15.2, 12.0, 21.0, 14.1], [20.5, 12.5, 28.5, 14.0, 11.0])
+    assert shift.tested and not shift.significant and shift.p_value > 0.05
+
+
+def test_fewer_than_five_repeats_a_side_are_not_tested():
+    shift = shift_test([1.0, 1.1, 1.2], [5.0, 5.1, 5.2, 5.3, 5.4])
+    assert not shift.tested and shift.p_value is None and not shift.significant
 
 
 def test_power_law_fit_recovers_a_planted_exponent():

@@ -17,8 +17,8 @@ def test_list_prints_the_expanded_cases_and_runs_nothing(capsys, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert main(["list", "smoke"]) == 0
     out = capsys.readouterr().out
-    assert "8 cases in 2 process group(s)" in out
-    assert "size=96*160,steps=2,text_encoder=offload_after" in out
+    assert "6 cases in 2 process group(s)" in out
+    assert "size=96*64,steps=4,text_encoder=offload_after" in out
     assert list(tmp_path.iterdir()) == []
 
 

@@ -82,10 +82,10 @@ def test_videos_with_different_frame_counts_are_not_compared():
 
 
 def test_videos_that_cannot_be_compared_keep_null_metrics_and_say_why():
-    from harness.worker import quality_fields
+    from harness.quality import compare_frames
 
     frames = np.zeros((5, 16, 16, 3), dtype=np.uint8)
     reference = np.zeros((1, 16, 16, 3), dtype=np.uint8)
-    fields = quality_fields(frames, reference, {"resize_filter": "bicubic", "antialias": True}, "cpu")
+    fields = compare_frames(frames, reference, {"resize_filter": "bicubic", "antialias": True}, "cpu", False)
     assert fields["psnr_db"] is None and fields["ssim"] is None
     assert fields["quality_note"].startswith("not compared:")
