@@ -232,8 +232,9 @@ class LocalLauncher(Launcher):
     workers (CUDA_VISIBLE_DEVICES is set but nothing uses it).
     """
 
-    def __init__(self, gpus: list[str] | None = None):
+    def __init__(self, gpus: list[str] | None = None, visible: int | None = None):
         self.gpus = list(gpus) if gpus else None
+        self.visible = visible  # CUDA devices an unpinned worker sees (None: a CPU suite, ranks are processes)
         self._free = list(self.gpus or ())
         self._busy = False
 
@@ -246,7 +247,10 @@ class LocalLauncher(Launcher):
         """Refuse, before anything starts, a group whose ranks can never be placed."""
         if self.gpus and ranks > len(self.gpus):
             raise ConfigError(f"{what} runs on {ranks} GPUs but --gpus gives {len(self.gpus)} "
-                              f"({','.join(self.gpus)}); give at least {ranks} or leave the case out")
+                              f"({','.join(self.gpus)}); give at least {ranks} or leave its cases out")
+        if not self.gpus and self.visible is not None and ranks > self.visible:
+            raise ConfigError(f"{what} runs on {ranks} GPUs but this machine has {self.visible}; run it on a machine "
+                              "with more, or leave its cases out")
 
     def can_start(self, ranks: int) -> bool:
         """True when a worker of `ranks` ranks fits now."""

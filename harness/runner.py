@@ -44,6 +44,7 @@ from typing import Any, TextIO
 
 from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, frames_path, now_iso, slug
 from harness.launch import Launcher, LocalLauncher, WorkerExit, WorkerHandle, WorkerSpec, parse_gpus
+from harness.params import case_ranks
 from harness.progress import Progress
 from harness.results import (MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, NoSpaceLeft, append_row, is_no_space,
                              latest_rows, read_manifest, read_rows, repair_tail, replace_rows, write_tables)
@@ -146,9 +147,9 @@ def make_launcher(suite: Suite, gpus: str | None, executor: str, address: str | 
         raise ConfigError(f"--executor {executor!r}: choose local or ray")
     if address is not None:
         raise ConfigError("--address names a Ray cluster: use it with --executor ray")
-    if gpus is None:
-        return LocalLauncher()
     device = suite.spec.device
+    if gpus is None:
+        return LocalLauncher(visible=cuda_device_count() if device.startswith("cuda") else None)
     if ":" in device:
         raise ConfigError(f"--gpus pins each worker to its GPUs, but suite {suite.name!r} names device {device!r}; "
                           "set --set device=cuda (each worker then uses the GPUs it is given) or drop --gpus")
@@ -328,8 +329,8 @@ def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Pr
 
 
 def group_ranks(cases: list[Case]) -> int:
-    """Ranks (GPUs) a process group's worker runs on: 1 (a case of several ranks is not runnable here yet)."""
-    return 1
+    """Ranks (GPUs) a process group's worker runs on (its cases share the ParallelPlan: it is a load parameter)."""
+    return case_ranks(cases[0].params)
 
 
 def _first_line(message: str | None) -> str:
@@ -346,13 +347,14 @@ def _append(results: Path, row: dict[str, Any], progress: Progress) -> None:
 
 def _job(suite: Suite, group: str, cases: list[Case], references: set[str], out: Path, factory: str,
          host_workers: int = 1) -> WorkerJob:
+    """The job file of a worker running `cases` of `group`."""
     spec = suite.spec
     return WorkerJob(
         suite=suite.name, group=group, out=str(out), preset=spec.model.preset, weights=spec.model.weights,
         device=spec.device, timing=spec.timing, repeats=spec.repeats, warmup=spec.warmup,
         sampled=spec.sampled.model_dump(), quality=spec.quality.model_dump(),
         cases=[CaseJob(c.case_id, c.params, c.reference_id, c.case_id in references) for c in cases],
-        factory=factory, host_workers=host_workers,
+        factory=factory, host_workers=host_workers, ranks=group_ranks(cases),
     )
 
 

@@ -46,7 +46,7 @@ from harness import environment, overhead
 from harness.inputs import prepare_image
 from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, identity_fields, now_iso
 from harness.nvml import NvmlSampler
-from harness.params import build_compute_plan, build_memory_plan, build_request
+from harness.params import build_compute_plan, build_memory_plan, build_parallel_plan, build_request
 from harness.probe import Probe
 from harness.quality import case_quality
 from harness.results import guard_row, is_no_space
@@ -56,17 +56,19 @@ from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
+from wan_runtime.parallel.plan import ParallelPlan
 from wan_runtime.request import GenerationRequest
 
 def load_wan_pipeline(
     source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer,
-    cross_attention: str | None = None, compute: ComputePlan | None = None,
+    cross_attention: str | None = None, compute: ComputePlan | None = None, parallel: ParallelPlan | None = None,
 ):
-    """The default factory: `WanI2V.load` (its `load` stage is reported to the observer)."""
+    """The default factory: `WanI2V.load` (its `load` stage is reported to the observer); under torchrun every
+    rank calls it with the same arguments."""
     from wan_runtime.pipeline import WanI2V
 
     return WanI2V.load(source=source, preset=preset, device=device, memory=memory, attention=attention,
-                       observer=observer, cross_attention=cross_attention, compute=compute)
+                       observer=observer, cross_attention=cross_attention, compute=compute, parallel=parallel)
 
 
 def resolve_factory(spec: str) -> Callable:
@@ -161,9 +163,11 @@ class Worker:
         started = now_iso()
         try:
             factory = resolve_factory(self.job.factory)
+            parallel = build_parallel_plan(first)
+            options = {"parallel": parallel} if parallel != ParallelPlan() else {}  # a plain factory needs none
             self.pipe = factory(self.job.weights, self.job.preset, self.device, build_memory_plan(first),
                                 first["attention"], self.probe, cross_attention=first.get("cross_attention"),
-                                compute=build_compute_plan(first))
+                                compute=build_compute_plan(first), **options)
         except Exception as exc:
             status, stage, message = self._classify(exc)
             trace = traceback.format_exc()
@@ -264,6 +268,9 @@ class Worker:
             result, rep = self._generate(request)
             repeats.append(rep)
         allocated, reserved = self.probe.peaks()
+        devices = self._device_peaks(repeats)  # every rank takes part (a collective under several ranks)
+        if not self.rank.reports:
+            return {"status": "ok"}  # rank 0 reports the case; the others only computed their part
         for i, rep in enumerate(repeats):
             self.emit({"event": "timeline", "record": _clean(timeline_record(case.case_id, i, rep, self.sampler))})
 
@@ -281,10 +288,25 @@ class Worker:
         if plan is not None:
             row.update({f"sampled_steps.{e}": indices for e, indices in plan.items()})
         row.update(memory_fields(repeats, allocated, reserved, self.sampler, self.cuda))
+        row.update(devices)
         row.update(self._overhead_fields(row))
         row.update(self._quality(case, result))
         row.update(self.env)
         return row
+
+    def _device_peaks(self, repeats: list[Repeat]) -> dict[str, Any]:
+        """NVML process peaks of every rank's device over the measured repeats (rank order), their max and sum."""
+        own = self.sampler.peaks(repeats[0].start_s, repeats[-1].end_s)[0] if self.cuda and repeats else None
+        peaks = [own]
+        if self.rank.world > 1:
+            import torch.distributed as dist
+
+            peaks = [None] * self.rank.world
+            dist.all_gather_object(peaks, own)
+        known = [p for p in peaks if p is not None]
+        whole = len(known) == len(peaks)
+        return {"peak_nvml_mib_devices": peaks, "peak_nvml_mib_max": max(known) if whole else None,
+                "peak_nvml_mib_sum": sum(known) if whole else None}
 
     def _overhead_fields(self, row: dict[str, Any]) -> dict[str, Any]:
         steps = [row[f"step_ms.{e}"] for e in ("high", "low") if row.get(f"step_ms.{e}")]
@@ -370,7 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
         return 1
-    return CASE_FAILED_EXIT if not finished and rank.world > 1 else 0
+    if rank.world == 1:
+        return 0
+    if not finished:
+        os._exit(CASE_FAILED_EXIT)  # at once: a clean exit would wait for collectives the others never join
+    from wan_runtime.parallel import shutdown
+
+    shutdown()  # the process group ends before the rank does
+    return 0
 
 
 if __name__ == "__main__":
