@@ -181,6 +181,17 @@ def _field_pattern(doc: FieldDoc, params: Iterable[str]) -> re.Pattern:
     return re.compile(pattern + "$")
 
 
+# Fields a run measures (times, memory, the machine, when it ran): the rest of a row (case ids, parameters,
+# statuses, output shapes, seeds, quality) is the same however and wherever a run was spread.
+MEASURED_FIELDS = re.compile(r"^(env\.|stage_|repeats_ms\.|step_ms\.|total_ms$|load_ms$|peak_|probe_overhead|"
+                             r"memory_note$|started_at$|finished_at$)")
+
+
+def deterministic_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without its measured fields (MEASURED_FIELDS)."""
+    return {key: value for key, value in row.items() if not MEASURED_FIELDS.match(key)}
+
+
 def undocumented_fields(row: dict[str, Any]) -> list[str]:
     """Keys of `row` that SCHEMA does not describe (a test keeps this empty)."""
     from harness.params import catalog

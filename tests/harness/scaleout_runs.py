@@ -9,26 +9,26 @@ workers side by side on a 2-core machine must not fight for the cores).
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.results import latest_rows, read_rows
+from harness.results import deterministic_fields, latest_rows, read_rows
 from harness.runner import RunOutcome, run_suite
 from harness.suite import load_suite
 
 SMOKE_OVERRIDES = ("repeats=1", "warmup=0", "frames=1")
-# Fields that a run measures (times, memory, the machine, when) or that name where it ran: the rest of a row
-# (case ids, parameters, statuses, output shapes, seeds, quality) is the same however the run was spread.
-MEASURED = re.compile(r"^(env\.|stage_|repeats_ms\.|step_ms\.|total_ms$|load_ms$|peak_|probe_overhead|memory_note$|"
-                      r"started_at$|finished_at$)")
 
 
 def smoke_suite():
     """The smoke suite as these tests run it."""
     return load_suite("smoke", overrides=list(SMOKE_OVERRIDES))
+
+
+def smoke_cases() -> int:
+    """How many cases the smoke suite has."""
+    return len(smoke_suite().cases)
 
 
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, name: str, **how: Any) -> tuple[Path, RunOutcome, str]:
@@ -43,7 +43,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, name: str, **how: Any) -
 
 def deterministic(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each case's latest row without its measured fields, by case id."""
-    return {row["case_id"]: {k: v for k, v in row.items() if not MEASURED.match(k)} for row in latest_rows(rows)}
+    return {row["case_id"]: deterministic_fields(row) for row in latest_rows(rows)}
 
 
 def folder_rows(folder: Path) -> list[dict[str, Any]]:

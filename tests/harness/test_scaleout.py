@@ -30,7 +30,8 @@ from harness.results import read_rows
 from harness.runner import FINISHED_STATUSES, run_suite
 from harness.shards import Shard
 from harness.suite import load_suite, parse_suite
-from scaleout_runs import deterministic, folder_rows, smoke_run, smoke_suite
+from scaleout_runs import deterministic, folder_rows, smoke_cases, smoke_run, smoke_suite
+from test_faults import _alive
 from wan_runtime.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -64,8 +65,8 @@ def shards(tmp_path_factory):
 # ---------------------------------------------------------------- --gpus
 def test_gpus_on_a_cpu_suite_gives_the_plain_runs_rows(plain, side_by_side):
     assert deterministic(folder_rows(side_by_side[0])) == deterministic(folder_rows(plain[0]))
-    assert side_by_side[1].statuses == plain[1].statuses == {"ok": 8}
-    assert len(folder_rows(side_by_side[0])) == 8  # one row per case: none lost, none twice
+    assert side_by_side[1].statuses == plain[1].statuses == {"ok": smoke_cases()}
+    assert len(folder_rows(side_by_side[0])) == smoke_cases()  # one row per case: none lost, none twice
 
 
 def test_gpus_runs_one_worker_per_device_at_once(side_by_side):
@@ -84,7 +85,7 @@ def test_gpus_runs_one_worker_per_device_at_once(side_by_side):
 def test_the_progress_of_a_parallel_run_names_each_workers_device(side_by_side):
     log = side_by_side[2]
     assert "gpu 0: " in log and "gpu 1: " in log
-    assert log.count(": ok |") == 8
+    assert log.count(": ok |") == smoke_cases()
 
 
 def _fake_suite(folder: Path, prompts: list[str]) -> Path:
@@ -113,14 +114,6 @@ def test_with_gpus_oom_and_killed_workers_become_rows_and_a_rerun_completes(tmp_
     assert after[: len(rows)] == rows
     for case in suite.cases:
         assert len([r for r in after if r["case_id"] == case.case_id and r["status"] in FINISHED_STATUSES]) == 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def test_sigterm_stops_every_worker_keeps_finished_rows_and_the_rerun_completes(tmp_path):
@@ -225,7 +218,7 @@ def test_a_bad_shard_is_a_one_line_error(tmp_path, capsys, text):
 def test_two_shards_merged_give_the_plain_runs_rows(plain, shards):
     folders, merged = shards
     assert deterministic(folder_rows(merged)) == deterministic(folder_rows(plain[0]))
-    assert sum(len(folder_rows(f)) for f in folders) == len(folder_rows(merged)) == 8
+    assert sum(len(folder_rows(f)) for f in folders) == len(folder_rows(merged)) == smoke_cases()
 
 
 def test_each_shard_runs_only_its_groups_and_records_its_shard(shards):
@@ -292,7 +285,7 @@ def test_report_reads_shard_folders_as_one_run(shards, plain):
 def test_compare_reads_shard_folders_as_one_run(shards, plain):
     folders, _ = shards
     comparison = compare_runs(plain[0], folders, gates={})
-    assert comparison.matched == 8 and not comparison.status_changes and not comparison.only_current
+    assert comparison.matched == smoke_cases() and not comparison.status_changes and not comparison.only_current
 
 
 # ---------------------------------------------------------------- the progress view

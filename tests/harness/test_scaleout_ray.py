@@ -18,7 +18,7 @@ from harness.cli.main import main
 from harness.results import read_rows
 from harness.runner import FINISHED_STATUSES, run_suite
 from harness.suite import load_suite
-from scaleout_runs import deterministic, folder_rows, smoke_run
+from scaleout_runs import deterministic, folder_rows, smoke_cases, smoke_run
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")  # in the test extra: CI runs these
@@ -41,9 +41,9 @@ def test_ray_runs_the_smoke_suite_with_the_plain_runs_rows(tmp_path_factory):
     plain = smoke_run(tmp_path_factory, "plain")[0]
     out, outcome, log = smoke_run(tmp_path_factory, "ray", executor="ray")
     assert deterministic(folder_rows(out)) == deterministic(folder_rows(plain))
-    assert outcome.statuses == {"ok": 8} and len(folder_rows(out)) == 8
+    assert outcome.statuses == {"ok": smoke_cases()} and len(folder_rows(out)) == smoke_cases()
     assert "ray task 1 on " in log and "ray task 2 on " in log  # a line per task in the progress view
-    assert (out / "timeline.jsonl").read_text().count("\n") == 8  # written by the driver from the streamed records
+    assert (out / "timeline.jsonl").read_text().count("\n") == smoke_cases()  # written by the driver from the streamed records
 
 
 def test_a_killed_ray_worker_costs_its_case_alone_and_a_rerun_completes_it(tmp_path):
