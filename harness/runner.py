@@ -260,6 +260,15 @@ def run_suite(
     out = Path(out).resolve()
     check_runnable(suite)
     launcher = make_launcher(suite, gpus, executor, address)
+    try:
+        return _run_holding(suite, out, factory, python, command, launcher, shard, stream)
+    finally:
+        launcher.close()
+
+
+def _run_holding(suite: Suite, out: Path, factory: str, python: str, command: str, launcher: Launcher,
+                 shard: Shard | None, stream: TextIO | None) -> RunOutcome:
+    """run_suite once its launcher is ready: take the folder's lock and run."""
     progress = Progress(0, stream, workers=launcher.capacity)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -412,7 +421,6 @@ class _RunContext:
                 attempt.handle.kill()
             for attempt in self.running.values():
                 attempt.thread.join(10)
-            self.launcher.close()
 
     def _next(self) -> tuple[str, int, Any]:
         while True:  # a timeout keeps the wait interruptible by Ctrl-C on every platform
