@@ -62,12 +62,6 @@ def test_single_expert_and_enable_refiner_select_modes():
     assert parse("--enable_refiner").request.mode == "refine"
 
 
-@pytest.mark.parametrize("flags", [["--ulysses_size", "2"], ["--dit_fsdp"], ["--t5_fsdp"]])
-def test_multi_gpu_flags_are_refused_not_ignored(flags):
-    with pytest.raises(ConfigError, match="multi-GPU .* not built yet"):
-        parse(*flags)
-
-
 def test_configuration_file_fills_what_flags_leave_out(tmp_path):
     conf = tmp_path / "configuration.json"
     conf.write_text(json.dumps({

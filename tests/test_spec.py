@@ -18,6 +18,7 @@ from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.fields import check_fields, parameter
 from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
+from wan_runtime.parallel import ParallelPlan
 from wan_runtime.request import MAX_SEED, GenerationRequest, Limits, RefineOptions
 
 NAMES = list(spec.catalog())
@@ -186,10 +187,11 @@ def test_every_parameter_says_where_it_goes_and_has_a_doc():
         assert param.doc, name
 
 
-def test_load_names_are_the_memory_plan_compute_plan_and_load_option_fields():
+def test_load_names_are_the_memory_compute_and_parallel_plan_and_load_option_fields():
     plan = [f.name for f in dataclasses.fields(MemoryPlan)]
     compute = [f.name for f in dataclasses.fields(ComputePlan)]
-    assert spec.load_names() == (*plan, *compute, "attention", "cross_attention", "threads")
+    parallel = [f.name for f in dataclasses.fields(ParallelPlan)]
+    assert spec.load_names() == (*plan, *compute, "attention", "cross_attention", "threads", *parallel)
 
 
 def test_fp8_compute_without_fp8_storage_is_refused_by_the_spec():
@@ -200,19 +202,19 @@ def test_fp8_compute_without_fp8_storage_is_refused_by_the_spec():
 
 def test_a_value_object_joins_the_catalog_with_one_registration(monkeypatch):
     @dataclass(frozen=True)
-    class ParallelPlan:
-        ulysses_size: int = parameter(1, "sequence-parallel degree", ge=1)
+    class ExamplePlan:
+        example_degree: int = parameter(1, "an example degree", ge=1)
 
         def __post_init__(self) -> None:
             check_fields(self)
 
-    monkeypatch.setattr(spec, "VALUE_OBJECTS", (*spec.VALUE_OBJECTS, spec.ValueObject("parallel", ParallelPlan, at_load=True)))
+    monkeypatch.setattr(spec, "VALUE_OBJECTS", (*spec.VALUE_OBJECTS, spec.ValueObject("example", ExamplePlan, at_load=True)))
     spec.catalog.cache_clear()
     try:
-        assert spec.lookup("ulysses_size").target == "parallel"
-        assert "ulysses_size" in spec.load_names()
-        assert spec.build(ParallelPlan, valid(ulysses_size=4)) == ParallelPlan(4)
-        assert error_of(ulysses_size=0).key == "ulysses_size"
+        assert spec.lookup("example_degree").target == "example"
+        assert "example_degree" in spec.load_names()
+        assert spec.build(ExamplePlan, valid(example_degree=4)) == ExamplePlan(4)
+        assert error_of(example_degree=0).key == "example_degree"
     finally:
         monkeypatch.undo()
         spec.catalog.cache_clear()

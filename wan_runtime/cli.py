@@ -32,6 +32,8 @@ from wan_runtime.compute import ComputePlan
 from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import StepInfo
+from wan_runtime.parallel.launch import LaunchEnv
+from wan_runtime.parallel.plan import ParallelPlan, check_guidance, check_launch
 from wan_runtime.request import GenerationRequest
 
 PROG = "wan-generate"
@@ -117,6 +119,14 @@ PARAM_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("--compile",), "compile"),
     (("--matmul",), "matmul"),
     (("--threads",), "threads"),
+    (("--ulysses_size",), "ulysses_size"),
+    (("--collective_timeout_s",), "collective_timeout_s"),
+)
+# Switches (store_true) that set a true/false parameter of the spec.
+SWITCHES: tuple[tuple[str, str], ...] = (
+    ("--t5_fsdp", "t5_fsdp"),
+    ("--dit_fsdp", "dit_fsdp"),
+    ("--cfg_parallel", "cfg_parallel"),
 )
 
 
@@ -170,9 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default True on a GPU, as upstream on one GPU)")
     p.add_argument("--convert_model_dtype", action="store_true", help="run the experts in bf16 (default fp32)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
-    p.add_argument("--t5_fsdp", action="store_true")
-    p.add_argument("--dit_fsdp", action="store_true")
-    p.add_argument("--ulysses_size", type=int, default=1)
+    for flag, name in SWITCHES:
+        p.add_argument(flag, dest=name, action="store_true", help=spec.lookup(name).doc + " (under torchrun)")
     p.add_argument("--save_file", type=Path, default=None, help="output mp4 (default: a name from the prompt)")
     p.add_argument("--single_expert", action="store_true", help="the low-noise expert for every step")
     p.add_argument("--enable_refiner", action="store_true",
@@ -201,6 +210,8 @@ class Invocation:
     request: GenerationRequest
     save_file: Path
     compute: ComputePlan = field(default_factory=ComputePlan)
+    parallel: ParallelPlan | None = None  # None: a single process, not started by torchrun
+    rank: int = 0
 
 
 def resolve(args: argparse.Namespace) -> Invocation:
@@ -210,11 +221,6 @@ def resolve(args: argparse.Namespace) -> Invocation:
     """
     if args.task != "i2v-A14B":
         raise ConfigError(f"--task {args.task!r} is not supported; this runtime implements i2v-A14B only")
-    if args.ulysses_size > 1 or args.dit_fsdp or args.t5_fsdp:
-        raise ConfigError(
-            "multi-GPU (--ulysses_size > 1, --dit_fsdp, --t5_fsdp) is not built yet; run on one GPU "
-            "(memory options: --offload_model True, --t5_cpu, --convert_model_dtype)"
-        )
     if (args.ckpt_dir is None) == (args.weights is None):
         raise ConfigError("give exactly one of --ckpt_dir DIR (a checkpoint) or --weights synthetic")
     if args.enable_refiner and args.single_expert:
@@ -237,6 +243,8 @@ def resolve(args: argparse.Namespace) -> Invocation:
 
     for flags, name in PARAM_FLAGS:
         put(name, getattr(args, name), flags[0])
+    for flag, name in SWITCHES:
+        put(name, True if getattr(args, name) else None, flag)
     if args.sample_guide_scale is not None:
         low, high = _guidance(args.sample_guide_scale)
         put("guide_scale_low", low, "--sample_guide_scale")
@@ -267,15 +275,23 @@ def resolve(args: argparse.Namespace) -> Invocation:
         device = "cuda" if _cuda_available() else "cpu"
     else:
         _check_cuda(device)
-    if offload is None:
-        values |= _offload_values(args, device.startswith("cuda"))
+    launch = LaunchEnv.read()  # torchrun's ranks; a single process is rank 0 of 1
+    if device.startswith("cuda") and launch.torchrun:
+        device = f"cuda:{launch.local_rank}"  # each rank on its own GPU
+    if offload is None:  # as upstream: offload on one GPU, not when several GPUs share the work
+        values |= _offload_values(args, device.startswith("cuda") and launch.world_size == 1)
 
     request = spec.build(GenerationRequest, values, image=args.image)
-    save = args.save_file or Path(f"{args.task}_{request.size.replace('*', 'x')}_{_slug(request.prompt)}.mp4")
-    source = "synthetic" if args.weights else args.ckpt_dir
     memory, compute = spec.build(MemoryPlan, values), spec.build(ComputePlan, values)
     compute.check_memory(memory)
-    return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save, compute)
+    parallel = spec.build(ParallelPlan, values)
+    check_launch(parallel, memory, PRESETS[args.preset].dit.num_heads, launch.world_size, launch.local_world_size,
+                 _gpu_count() if device.startswith("cuda") else None)
+    check_guidance(parallel, [request.guide_scale_high, request.guide_scale_low])
+    save = args.save_file or Path(f"{args.task}_{request.size.replace('*', 'x')}_{_slug(request.prompt)}.mp4")
+    source = "synthetic" if args.weights else args.ckpt_dir
+    return Invocation(source, args.preset, device, memory, spec.build(LoadOptions, values), request, save, compute,
+                      parallel if launch.torchrun else None, launch.rank)
 
 
 def _offload_values(args: argparse.Namespace, offload: bool) -> dict[str, str]:
@@ -320,6 +336,12 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _check_cuda(device: str) -> None:
@@ -397,12 +419,18 @@ class ConsoleObserver:
 
 
 def preflight(inv: Invocation) -> None:
-    """Before anything loads: the output path, the picture, sizes and frames, the memory of the load and the request."""
-    from wan_runtime.resources import check_before_load
+    """Before anything loads: the output path, the picture, sizes and frames, the memory of the load and the request.
+
+    The memory floors are those of one process holding the whole plan; a rank of several holds a share.
+    """
+    from wan_runtime.resources import check_before_load, open_request
     from wan_runtime.video_io import check_output_path
 
     check_output_path(inv.save_file)
-    check_before_load(inv.request, inv.source, inv.preset, inv.device, inv.memory)
+    if inv.parallel is None or inv.parallel.world_size(inv.memory) == 1:
+        check_before_load(inv.request, inv.source, inv.preset, inv.device, inv.memory)
+    else:
+        open_request(inv.request, PRESETS[inv.preset])
 
 
 def prepare(inv: Invocation) -> Any:
@@ -418,16 +446,21 @@ def generate(inv: Invocation, device: Any, quiet: bool = False) -> int:
     """Load the model, generate, write the mp4 and print the summary (everything already checked)."""
     import torch
 
+    from wan_runtime.parallel.launch import shutdown
     from wan_runtime.pipeline import WanI2V
     from wan_runtime.video_io import write_mp4
 
-    obs = ConsoleObserver(device, show_progress=not quiet)
+    obs = ConsoleObserver(device, show_progress=not quiet and inv.rank == 0)
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         pipe = WanI2V.load(inv.source, inv.preset, device, inv.memory, inv.load.attention, observer=obs,
-                           cross_attention=inv.load.cross_attention, compute=inv.compute)
+                           cross_attention=inv.load.cross_attention, compute=inv.compute, parallel=inv.parallel)
         result = pipe.generate(inv.request, observer=obs)
+        pipe.close()
+        shutdown()  # the process group of a torchrun rank (nothing in a single process)
+        if not pipe.is_output_rank:
+            return 0  # rank 0 writes the video and prints the summary
         path = write_mp4(result.frames, inv.save_file, fps=pipe.cfg.fps)
     finally:
         obs.close()  # never leave a progress bar over an error message

@@ -60,3 +60,7 @@ class NonFiniteError(WanError, RuntimeError):
         super().__init__(message)
         self.step = step
         self.expert = expert
+
+
+class ParallelError(WanError, RuntimeError):
+    """A collective between ranks failed: another rank died or stopped answering within the timeout."""

@@ -11,7 +11,7 @@ from wan_runtime.fields import check_fields, parameter
 if TYPE_CHECKING:
     import torch
 
-ExpertPlacement = Literal["resident", "swap"]
+ExpertPlacement = Literal["resident", "swap", "split"]
 BlockPlacement = Literal["resident", "stream"]
 TextEncoderPlacement = Literal["gpu", "offload_after", "cpu"]
 VaeDtype = Literal["bf16", "fp16", "fp32"]
@@ -39,7 +39,9 @@ class MemoryPlan:
     """A value object describing a memory strategy; the pipeline carries it out.
 
     experts "swap" is the official --offload_model: each denoise stage brings its expert in, and after
-    the last one no expert stays on the device (the VAE decodes with the memory free).
+    the last one no expert stays on the device (the VAE decodes with the memory free). "split" puts
+    each expert, resident, on GPUs of its own: the high-noise expert on one half of the ranks of a
+    torchrun job, the low-noise one on the other (wan_runtime/parallel; twice the ranks, no swap).
     weight_dtype "fp8" stores the Linear weights of the expert blocks as float8 e4m3 with a
     per-output-channel scale (wan_runtime/fp8.py) and computes in bf16; everything else (embeddings,
     norms, modulation, time embedding/projection, head, text encoder) is bf16.
@@ -54,7 +56,8 @@ class MemoryPlan:
     """
 
     experts: ExpertPlacement = parameter(
-        "resident", "resident: both experts on the device; swap: only the active one (official --offload_model)")
+        "resident", "resident: both experts on the device; swap: only the active one (official --offload_model); "
+        "split: each on GPUs of its own (torchrun, twice the ranks)")
     text_encoder: TextEncoderPlacement = parameter(
         "gpu", "gpu: stays on the device; offload_after: to the CPU after encoding; cpu: runs on the CPU")
     vae_tiling: int | None = parameter(

@@ -34,6 +34,7 @@ from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Expert, NullObserver, Observer, StepInfo
 from wan_runtime.offload import WeightGroup
+from wan_runtime.parallel import ParallelContext, ParallelPlan
 from wan_runtime.request import GenerationRequest
 from wan_runtime.resources import capacity, check_load, check_request, open_request
 from wan_runtime.scheduler import expert_for_timestep, make_scheduler, scheduler_step
@@ -60,7 +61,7 @@ _OOM_ADVICE: dict[str, str] = {
 class GenerationResult:
     """Frames of one generation plus what a caller needs to describe it."""
 
-    frames: np.ndarray  # uint8 [F, H, W, 3], lossless
+    frames: np.ndarray | None  # uint8 [F, H, W, 3], lossless; None on ranks other than 0 (parallel runs)
     seed: int
     geometry: VideoGeometry
     valid_video: bool  # False when execute_steps skipped part of the schedule
@@ -108,6 +109,7 @@ class WanI2V:
         check_resources: bool = True,
         compute: ComputePlan | None = None,
         text_weights: WeightGroup | None = None,
+        parallel: ParallelContext | None = None,
     ):
         self.cfg = cfg
         self.device = device
@@ -123,6 +125,7 @@ class WanI2V:
         # Refuse a request whose memory floor does not fit what is free (wan_runtime/resources.py).
         self.check_resources = check_resources
         self._warm_shapes: set[tuple] = set()  # input shapes the compiled block call has seen
+        self.parallel = parallel  # this rank's part of a multi-GPU run; None: a plain single process
 
     @property
     def effective_placement(self) -> dict[str, str | None]:
@@ -142,6 +145,7 @@ class WanI2V:
         cross_attention: str | None = None,
         check_resources: bool = True,
         compute: ComputePlan | None = None,
+        parallel: ParallelPlan | None = None,
     ) -> "WanI2V":
         """Build the networks from `source` ("synthetic" or a checkpoint folder) per the memory and compute plans.
 
@@ -153,6 +157,11 @@ class WanI2V:
         skips that check here and in `generate`, for a caller that wants the real out-of-memory.
         Under `text_encoder=offload_after` the encoder is parked in one host buffer (pinned on a
         GPU), so bringing it in is one copy and parking it is free.
+
+        `parallel` (or `experts="split"`) makes this process one rank of a torchrun job: call `load`
+        and `generate` on every rank with the same arguments; the device becomes the rank's GPU, and
+        only rank 0 (`is_output_rank`) gets frames. `close()` releases the rank groups. The memory
+        floors are those of one process holding the whole plan, so a rank of several skips them.
         """
         obs = observer or NullObserver()
         cfg = get_preset(preset) if isinstance(preset, str) else preset
@@ -160,6 +169,11 @@ class WanI2V:
         memory = memory or MemoryPlan()
         compute = compute or ComputePlan()
         src: str | Path = source if source == "synthetic" else Path(source)
+        ctx = None
+        if parallel is not None or memory.experts == "split":  # join the job first: it decides the device
+            ctx = ParallelContext.start(parallel or ParallelPlan(), memory, cfg.dit.num_heads, device)
+            device = ctx.device
+            check_resources = check_resources and ctx.world_size == 1
         if check_resources:
             check_load(cfg, memory, device, checkpoint=src != "synthetic")
         offload = torch.device("cpu")
@@ -176,13 +190,30 @@ class WanI2V:
             text_weights = None
             if memory.text_encoder == "offload_after":
                 text_weights = WeightGroup(text_encoder.model, pinned=device.type == "cuda")
+            if ctx is not None:
+                ctx.shard_text_encoder(text_encoder.model)
             call = block_call(compute)  # one (compiled) block call for both experts
-            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention, compute, call)
-                      for name in ("low", "high")}
+            placed = {name: load_expert(src, cfg, name, memory, device, attention, cross_attention, compute, call,
+                                        ctx)
+                      for name in (ctx.experts if ctx else ("low", "high"))}
             vae = load_vae(src, cfg, memory.vae_dtype, device)
             _sync(device)
         return cls(cfg, device, memory, placed, vae, text_encoder, str(source), vram_budget=budget,
-                   check_resources=check_resources, compute=compute, text_weights=text_weights)
+                   check_resources=check_resources, compute=compute, text_weights=text_weights, parallel=ctx)
+
+    @property
+    def is_output_rank(self) -> bool:
+        """True where `generate` returns frames: a single process, or rank 0 of a parallel run."""
+        return self.parallel is None or self.parallel.is_output_rank
+
+    def close(self) -> None:
+        """Release the rank groups of a parallel run (a plain pipeline has nothing to release).
+
+        The default process group stays, so the process can load another pipeline;
+        `wan_runtime.parallel.launch.shutdown()` ends it before the process exits.
+        """
+        if self.parallel is not None:
+            self.parallel.close()
 
     # ---------------------------------------------------------------- generation
     def generate(self, request: GenerationRequest, observer: Observer | None = None) -> GenerationResult:
@@ -194,6 +225,10 @@ class WanI2V:
         if self.check_resources:
             cap = self.vram_budget.cap_bytes if self.vram_budget is not None else None
             check_request(self.cfg, self.memory, self.device, shape, capacity(self.device, cap))
+        if self.parallel is not None:
+            self.parallel.check_guidance([request.guide_scale_high, request.guide_scale_low])
+            if request.seed < 0:
+                seed = self.parallel.same_seed(seed)  # every rank must draw the same noise
         if request.mode == "refine":
             return self._generate_refine(request, image, seed, obs)
         context, context_null = self._encode_text(request, obs)
@@ -236,9 +271,14 @@ class WanI2V:
         shape = (1, self.cfg.vae.z_dim, geo.lat_frames, geo.lat_height, geo.lat_width)
         return torch.randn(shape, dtype=torch.float32, generator=gen, device=self.device), gen
 
-    def _activate(self, expert: Expert) -> torch.nn.Module:
-        """Return the expert ready on the device; under `swap` park the other one first."""
+    def _activate(self, expert: Expert) -> torch.nn.Module | None:
+        """Return the expert ready on the device; under `swap` park the other one first.
+
+        None on a rank that does not hold it (experts="split": the other rank group runs it).
+        """
         self._park("low" if expert == "high" else "high")
+        if expert not in self.placed:
+            return None
         self.placed[expert].activate()
         return self.experts[expert]
 
@@ -255,15 +295,17 @@ class WanI2V:
             return
         with _stage(obs, "compile"):
             model = self._activate(expert)
-            t = torch.full((1,), 999.0, device=self.device, dtype=torch.float32)
-            model.warm_up(x, t, context, y)
+            if model is not None:  # None: the other rank group holds this expert (experts="split")
+                t = torch.full((1,), 999.0, device=self.device, dtype=torch.float32)
+                model.warm_up(x, t, context, y)
             _sync(self.device)
         self._warm_shapes.add(shape)
 
     def _park(self, *experts: Expert) -> None:
         """Free the device memory of swapped or streamed experts (their weights stay in host memory)."""
         for name in experts:
-            self.placed[name].park()
+            if name in self.placed:
+                self.placed[name].park()
         if self.memory.experts == "swap" and self.device.type == "cuda":
             # Give the cached blocks back, as upstream does after each offload; also before the first
             # expert arrives, so its weights do not land between the VAE encode's cached blocks: at
@@ -316,9 +358,7 @@ class WanI2V:
                         continue
                     x = latent.to(dtype)
                     tt = torch.full((1,), t, device=self.device, dtype=torch.float32)
-                    cond = model(x, tt, context, y)
-                    uncond = model(x, tt, context_null, y)
-                    velocity = uncond + guide * (cond - uncond)
+                    velocity = self._velocity(model, expert, x, tt, (context, context_null), y, guide, latent)
                     latent = scheduler_step(scheduler, velocity.float(), scheduler.timesteps[i], latent, generator=gen)
                     finite[k] = torch.isfinite(latent).all()
                     obs.on_step(StepInfo(index=i, total=len(timesteps), timestep=t, expert=expert, stage=name))
@@ -329,6 +369,24 @@ class WanI2V:
                 _check_finite(finite, run, len(timesteps), expert, guide, self.memory)
         return latent, [(t, e) for _, t, e in plan]
 
+    def _velocity(self, model: torch.nn.Module | None, expert: Expert, x: torch.Tensor, t: torch.Tensor,
+                  contexts: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor, guide: float,
+                  latent: torch.Tensor) -> torch.Tensor:
+        """The guided velocity of one step: uncond + guide * (cond - uncond).
+
+        A parallel run computes the two predictions where its plan says and hands the velocity to the
+        ranks that do not hold `expert` (`model` is None there).
+        """
+        par = self.parallel
+        velocity = None
+        if model is not None:
+            if par is None:
+                cond, uncond = model(x, t, contexts[0], y), model(x, t, contexts[1], y)
+            else:
+                cond, uncond = par.cfg_branches(model, x, t, contexts, y)
+            velocity = uncond + guide * (cond - uncond)
+        return velocity if par is None else par.share_velocity(velocity, expert, latent)
+
     def _finish(
         self,
         request: GenerationRequest,
@@ -338,6 +396,19 @@ class WanI2V:
         trace: list[tuple[float, str]],
         obs: Observer,
     ) -> GenerationResult:
+        if request.output_size is not None:
+            geo = replace(geo, width=request.output_size[0], height=request.output_size[1])
+        summary = dict(
+            seed=seed,
+            geometry=geo,
+            valid_video=request.execute_steps is None,
+            steps_high=sum(1 for _, e in trace if e == "high"),
+            steps_low=sum(1 for _, e in trace if e == "low"),
+            timesteps=[t for t, _ in trace],
+            experts=[e for _, e in trace],
+        )
+        if not self.is_output_rank:
+            return GenerationResult(frames=None, **summary)  # rank 0 decodes; the latents are the same here
         with _stage(obs, "vae_decode"):
             vae_dtype = self.memory.vae_torch_dtype
             video = self.vae.decode(latent.to(vae_dtype), tile_px=self.memory.vae_tiling)[0]
@@ -347,18 +418,7 @@ class WanI2V:
                 w, h = request.output_size
                 video = resize_video(video, h, w, request.output_anti_aliasing)
             frames = frames_to_uint8(video)
-        if request.output_size is not None:
-            geo = replace(geo, width=frames.shape[2], height=frames.shape[1])
-        return GenerationResult(
-            frames=frames,
-            seed=seed,
-            geometry=geo,
-            valid_video=request.execute_steps is None,
-            steps_high=sum(1 for _, e in trace if e == "high"),
-            steps_low=sum(1 for _, e in trace if e == "low"),
-            timesteps=[t for t, _ in trace],
-            experts=[e for _, e in trace],
-        )
+        return GenerationResult(frames=frames, **summary)
 
     # ---------------------------------------------------------------- refine mode
     def _generate_refine(

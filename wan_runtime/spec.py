@@ -41,6 +41,7 @@ from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.fields import Param, nested_objects, params_of, placeholders, show
 from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
+from wan_runtime.parallel.plan import ParallelPlan
 from wan_runtime.request import GenerationRequest, Limits, RefineOptions
 
 
@@ -60,6 +61,7 @@ VALUE_OBJECTS: tuple[ValueObject, ...] = (
     ValueObject("memory", MemoryPlan, at_load=True),
     ValueObject("compute", ComputePlan, at_load=True),
     ValueObject("load", LoadOptions, at_load=True),
+    ValueObject("parallel", ParallelPlan, at_load=True),
 )
 
 # Devices a pipeline can be placed on (whether this machine has one is checked when loading).
