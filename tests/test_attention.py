@@ -123,7 +123,7 @@ def test_a_package_backend_imports_its_package_once_when_bound(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", counting_import)
     fn = REGISTRY["sage"].bind(torch.device("cpu"))
-    q, k, v = _qkv(dtype=torch.bfloat16)
+    q, k, v = _qkv(dtype=torch.bfloat16, d=64)
     for _ in range(3):
         fn(q, k, v)
     assert [name for name in imports if name == "sageattention"] == ["sageattention"]
@@ -134,7 +134,7 @@ def test_sage_leaves_the_keys_it_is_given_unchanged(monkeypatch):
     seen: list[torch.Tensor] = []
     fake = types.SimpleNamespace(sageattn=lambda q, k, v, **kw: seen.append(k) or q.clone())
     monkeypatch.setitem(sys.modules, "sageattention", fake)
-    q, k, v = _qkv(dtype=torch.bfloat16)
+    q, k, v = _qkv(dtype=torch.bfloat16, d=64)
     before = k.clone()
     REGISTRY["sage"].bind(torch.device("cpu"))(q, k, v)
     assert torch.equal(k, before)
@@ -147,7 +147,7 @@ def test_a_package_backend_is_one_opaque_op_inside_a_compiled_function(monkeypat
     monkeypatch.setitem(sys.modules, "sageattention", fake)
     fn = REGISTRY["sage"].bind(torch.device("cpu"))
     compiled = torch.compile(lambda q, k, v: fn(q, k, v) + 1, backend="aot_eager", fullgraph=True)
-    q, k, v = _qkv(dtype=torch.bfloat16)
+    q, k, v = _qkv(dtype=torch.bfloat16, d=64)
     torch.testing.assert_close(compiled(q, k, v), q * 2 + 1)
 
 
@@ -201,3 +201,11 @@ def test_an_unknown_backend_name_gets_the_spec_text_with_a_suggestion():
     with pytest.raises(ConfigError, match=r"attention='flsh': not a known value \(did you mean 'flash'\?\)"):
         check_backend_name("flsh")
 
+
+
+def test_a_package_backend_refuses_a_head_dim_its_kernels_do_not_take():
+    backend = PackageBackend("fake", "sys", "pip install fake", lambda module, q, k, v: q, head_dims=(64, 128))
+    fn = backend.bind(torch.device("cpu"))
+    q, k, v = _qkv(dtype=torch.bfloat16, d=48)
+    with pytest.raises(BackendUnavailableError, match=r"'fake' takes head dims \[64, 128\].*is 48; pick a torch SDPA"):
+        fn(q, k, v)

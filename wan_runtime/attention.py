@@ -108,6 +108,7 @@ class PackageBackend:
     min_capability: tuple[int, int] = (8, 0)  # the oldest GPU architecture the package's kernels build for
     # A last check once the package, the device and its capability pass (the package's own verdict), or None.
     check: Callable[[ModuleType, torch.device], str | None] | None = None
+    head_dims: tuple[int, ...] | None = None  # the head dims the kernels take (None: whatever the package checks)
 
     def _import(self) -> ModuleType | None:
         try:
@@ -133,13 +134,18 @@ class PackageBackend:
         """The attention function; the package is imported here, once, and found in sys.modules after."""
         if self._import() is None:
             raise BackendUnavailableError(f"attention backend {self.name!r} is not available: {self.how_to_get}")
-        name = self.name
+        name, head_dims = self.name, self.head_dims
 
         def packaged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if q.dtype not in (torch.float16, torch.bfloat16):
                 raise BackendUnavailableError(
                     f"attention backend {name!r} needs float16 or bfloat16 inputs, got {q.dtype}; "
                     "run the model in bf16 or pick a torch SDPA backend"
+                )
+            if head_dims is not None and q.shape[-1] not in head_dims:
+                raise BackendUnavailableError(
+                    f"attention backend {name!r} takes head dims {list(head_dims)}, and this model's is "
+                    f"{q.shape[-1]}; pick a torch SDPA backend (cudnn, auto)"
                 )
             return package_attention(name, q, k, v)
 
@@ -204,7 +210,7 @@ _REGISTERED: tuple[Backend, ...] = (
     ),
     PackageBackend(
         "sage", "sageattention", "sageattention is not installed: pip install sageattention",
-        _sage_attn,
+        _sage_attn, head_dims=(64, 96, 128),
     ),
     PackageBackend(
         "cudnn_fp8", "cudnn", CUDNN_FRONTEND_HOW_TO_GET, _CUDNN_FP8,
