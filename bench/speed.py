@@ -16,20 +16,24 @@ says so):
        compiled       ours, compile: blocks (inductor), cuDNN
        sage           ours, SageAttention for self-attention, cuDNN for cross-attention
        flash_attn4    ours, FlashAttention-4 for self-attention (only where it is installed)
+       cudnn_fp8      ours, cuDNN's fp8 attention for self-attention (cudnn-frontend, Hopper), cuDNN cross
        fp8            ours, fp8 storage + fp8 compute (matmul: fp8), cuDNN
-       fastest        compiled + fp8 compute + the faster of SageAttention and cuDNN at 720p
+       fastest        compiled + fp8 compute + the self-attention of the quickest of exact, sage,
+                      flash_attn4 and cudnn_fp8 at the first size (chosen there, kept for the others)
    Each is called twice: the first call's time (`first_s`) includes a compile or a kernel build, the
    second is the forward (`s`); `compile_s` = first_s - s. Drift against `exact`: relative L2,
    cosine and a PSNR over the output tensor (peak = the reference's range). Dynamo's counters prove
    that one compile serves all 40 blocks (`frames_compiled` is 1 per shape and plan).
 3. Attention alone (40 heads x 128, bf16) at each size for every backend this machine has: seconds,
-   TFLOP/s and drift against cuDNN (where SageAttention or FlashAttention-4 win or lose).
+   TFLOP/s and drift against cuDNN (where SageAttention, FlashAttention-4 or cuDNN fp8 win or lose;
+   each of those this machine lacks is a row saying why). A plan or backend that fails is a row with
+   its one-line error; the others are still measured.
 4. With --profile: the 10 costliest kernels of one compiled and one eager block at the first size.
 
 The expert is built directly in bf16 on the GPU with synthetic weights (~1 s; fp8 quantized from the
 same values). --dry runs every step on the tiny preset on the CPU at small shapes (what CI machines
-can check before a GPU minute is spent); SageAttention, FlashAttention-4 and pinned memory need CUDA
-and are reported as skipped there.
+can check before a GPU minute is spent); SageAttention, FlashAttention-4, cuDNN fp8 attention and
+pinned memory need CUDA and are reported as skipped there.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project, and tests/helpers.py (diffusers builder)
 
-from wan_runtime.attention import available_backends, resolve_ops  # noqa: E402
+from wan_runtime.attention import REGISTRY, available_backends, resolve_ops  # noqa: E402
 from wan_runtime.block_runner import ResidentBlocks, eager_call  # noqa: E402
 from wan_runtime.compile import compile_counts, compiled_block_call  # noqa: E402
 from wan_runtime.compute import ComputePlan  # noqa: E402
@@ -66,6 +70,10 @@ from wan_runtime.weights import load_dit, load_text_encoder  # noqa: E402
 GPU_SIZES = {"720p": (21, 90, 160), "480p": (21, 60, 104)}
 DRY_SIZES = {"720p": (2, 10, 16), "480p": (2, 6, 10)}
 PROMPT = "An astronaut waves at the camera while the flag behind her moves in the wind"
+# Optional attention kernels: measured where they run, a `skipped` row with the reason where not.
+LOSSY_ATTENTION = ("sage", "flash_attn4", "cudnn_fp8")
+# Forward plans whose self-attention the `fastest` plan may take (each is eager bf16 with it).
+FASTEST_CANDIDATES = ("exact", *LOSSY_ATTENTION)
 
 
 @dataclass
@@ -122,6 +130,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
            "threads": torch.get_num_threads(), "diffusers": version("diffusers"),
            "sageattention": version("sageattention"), "flash_attn_4": version("flash-attn-4"),
+           "cudnn_frontend": version("nvidia-cudnn-frontend"),
            "triton": version("triton"), "backends_available": available_backends(device)}
     if device.type == "cuda":
         env.update(card=torch.cuda.get_device_name(device), capability=list(torch.cuda.get_device_capability(device)),
@@ -225,25 +234,37 @@ class Plan:
     needs: str | None = None  # why it cannot run here, if it cannot
 
 
-def plans(bench: Bench, fastest_attention: str) -> list[Plan]:
-    """The plans of the benchmark, each with the reason it cannot run on this machine (if any)."""
-    available = available_backends(bench.device)
-    exact = "cudnn" if "cudnn" in available else "math"
-    fp8_reason = fp8_matmul_unavailable_reason(bench.device)
+def attention_reason(device: torch.device, name: str) -> str | None:
+    """Why attention backend `name` cannot run on `device`, or None."""
+    reason = REGISTRY[name].unavailable_reason(device)
+    return None if reason is None else f"attention backend {name!r} is not available: {reason}"
 
-    def attention_reason(name: str) -> str | None:
-        return None if name in available else f"attention backend {name!r} is not available here"
 
-    listed = [
+def fastest_plan(bench: Bench, attention: str) -> Plan:
+    """Compiled blocks, fp8 storage and compute, and self-attention `attention`."""
+    needs = fp8_matmul_unavailable_reason(bench.device) or attention_reason(bench.device, attention)
+    return Plan("fastest", "fp8", attention, compiled=True, needs=needs)
+
+
+def plans(bench: Bench, exact: str) -> list[Plan]:
+    """The plans of the benchmark, each with the reason it cannot run on this machine (if any).
+
+    `fastest` is listed with exact attention; bench_forward gives it the quickest one measured.
+    """
+    return [
         Plan("exact", "bf16", exact),
         Plan("diffusers", "diffusers"),
         Plan("compiled", "bf16", exact, compiled=True),
-        Plan("sage", "bf16", "sage", needs=attention_reason("sage")),
-        Plan("flash_attn4", "bf16", "flash_attn4", needs=attention_reason("flash_attn4")),
-        Plan("fp8", "fp8", exact, needs=fp8_reason),
-        Plan("fastest", "fp8", fastest_attention, compiled=True, needs=fp8_reason or attention_reason(fastest_attention)),
+        *(Plan(name, "bf16", name, needs=attention_reason(bench.device, name)) for name in LOSSY_ATTENTION),
+        Plan("fp8", "fp8", exact, needs=fp8_matmul_unavailable_reason(bench.device)),
+        fastest_plan(bench, exact),
     ]
-    return listed
+
+
+def quickest_attention(rows: dict[str, Any], listed: list[Plan]) -> str | None:
+    """The self-attention of the quickest FASTEST_CANDIDATES plan timed in `rows`, or None if none was."""
+    timed = [plan for plan in listed if plan.name in FASTEST_CANDIDATES and "s" in rows.get(plan.name, {})]
+    return min(timed, key=lambda plan: rows[plan.name]["s"]).attention if timed else None
 
 
 def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] | None = None) -> None:
@@ -265,7 +286,7 @@ def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] 
     compiled_call = compiled_block_call(bench.compile_backend)
     bench.results["allocated_gib_after_build"] = round(torch.cuda.memory_allocated() / 2**30, 2) if not dry else None
     forward = bench.results.setdefault("forward", {})
-    fastest_attention = exact_attention
+    fastest_attention: str | None = None  # chosen at the first size, just before its `fastest` plan runs
 
     for size in sizes:
         latent = (DRY_SIZES if dry else GPU_SIZES)[size]
@@ -273,9 +294,14 @@ def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] 
         rows = forward.setdefault(size, {"tokens": latent[0] * latent[1] * latent[2] // 4})
         reference = None
         estimate = 30.0 if size == "720p" else 8.0  # seconds per forward on an H100-class card
-        for plan in plans(bench, fastest_attention):
+        listed = plans(bench, exact_attention)
+        for plan in listed:
             if only is not None and plan.name not in only and plan.name != "exact":
                 continue
+            if plan.name == "fastest":
+                fastest_attention = fastest_attention or quickest_attention(rows, listed) or exact_attention
+                bench.results["fastest_attention"] = fastest_attention
+                plan = fastest_plan(bench, fastest_attention)
             if plan.needs is not None or plan.model not in models:
                 rows[plan.name] = {"skipped": plan.needs or f"no {plan.model} model"}
                 bench.save()
@@ -300,9 +326,6 @@ def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] 
                   + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
             bench.save()
-        if size == sizes[0] and "s" in rows.get("sage", {}) and "s" in rows.get("exact", {}):
-            # the fastest plan takes the faster self-attention of the first (largest) size
-            fastest_attention = "sage" if rows["sage"]["s"] < rows["exact"]["s"] else exact_attention
         for name, row in rows.items():
             if isinstance(row, dict) and "s" in row and name != "diffusers" and "s" in rows.get("diffusers", {}):
                 row["speedup_vs_diffusers"] = rows["diffusers"]["s"] / row["s"]
@@ -358,6 +381,7 @@ def bench_attention(bench: Bench, sizes: list[str]) -> None:
     device, cfg = bench.device, bench.config.dit
     names = [n for n in available_backends(device) if n not in ("auto", "math") or device.type == "cpu"]
     exact = "cudnn" if "cudnn" in names else "math"
+    missing = {name: attention_reason(device, name) for name in LOSSY_ATTENTION if name not in names}
     out = bench.results.setdefault("attention", {})
     for size in sizes:
         latent = (DRY_SIZES if device.type == "cpu" else GPU_SIZES)[size]
@@ -386,6 +410,8 @@ def bench_attention(bench: Bench, sizes: list[str]) -> None:
             rows[name] = row
             print(f"[{bench.elapsed():6.1f} s] attention {size} {name}: {row}", flush=True)
             bench.save()
+        rows.update({name: {"skipped": reason} for name, reason in missing.items()})
+        bench.save()
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards after the first call")
     parser.add_argument("--skip-text-encoder", action="store_true")
     parser.add_argument("--plans", default=None, help="comma-separated subset of the forward plans "
-                        "(exact,diffusers,compiled,sage,flash_attn4,fp8,fastest); exact always runs")
+                        "(exact,diffusers,compiled,sage,flash_attn4,cudnn_fp8,fp8,fastest); exact always runs")
     parser.add_argument("--profile", action="store_true", help="kernel profile of one block at the first size")
     args = parser.parse_args(argv)
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import wan_runtime.modules.dit as dit_module
 from wan_runtime.config import A14B, TINY, DiTConfig
-from wan_runtime.errors import ConfigError
+from wan_runtime.errors import BackendUnavailableError, ConfigError
 from wan_runtime.attention import AttentionOps, available_backends
 from wan_runtime.modules.dit import WanDiT, rope_axis_dims
 
@@ -177,6 +177,12 @@ def test_bf16_model_on_cuda_matches_fp32_reference_with_every_available_backend(
     io = {name: tensor.cuda() for name, tensor in fixture_io.items()}
     for backend in available_backends(torch.device("cuda")):
         model.set_attention(backend)
+        if backend == "sage":  # its kernels take head dims 64/96/128; the fixture's is 48
+            with pytest.raises(BackendUnavailableError, match="takes head dims \\[64, 96, 128\\].*is 48"):
+                _forward(model, io)
+            continue
+        if backend == "cudnn_fp8":  # lossy by design: its drift is measured in tests/test_gpu_speed.py
+            continue
         out = _forward(model, io).cpu()
         assert out.dtype == torch.float32
         # bf16 matmuls and attention: measured ~5e-3 on CPU bf16, well inside 2e-2

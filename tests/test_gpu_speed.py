@@ -1,6 +1,6 @@
-"""The speed options on a GPU: compiled blocks (inductor) match eager within bf16 rounding; SageAttention
-and fp8 compute are lossy, and their drift is printed and kept within a loose bound; the pinned text
-encoder gives the resident one's embeddings. Speed is measured by bench/speed.py, never here.
+"""The speed options on a GPU: compiled blocks (inductor) match eager within bf16 rounding; SageAttention,
+cuDNN fp8 attention and fp8 compute are lossy, and their drift is printed and kept within a loose bound;
+the pinned text encoder gives the resident one's embeddings. Speed is measured by bench/speed.py, never here.
 
 The DiT has A14B's block widths (dim 5120, 40 heads of 128, FFN 13824) and 2 blocks, at 4,680 tokens
 (3 x 30 x 52, a 9-frame 480p grid), so one inductor compile (~1 minute) covers the whole test.
@@ -9,17 +9,19 @@ The DiT has A14B's block widths (dim 5120, 40 heads of 128, FFN 13824) and 2 blo
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import pytest
 import torch
 
-from wan_runtime.attention import available_backends
+from wan_runtime.attention import available_backends, resolve_attention
 from wan_runtime.block_runner import ResidentBlocks
 from wan_runtime.compile import compile_counts, compiled_block_call
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import A14B, TINY
 from wan_runtime.experts import load_expert
 from wan_runtime.fp8 import fp8_matmul_unavailable_reason
+from wan_runtime.fp8_attention import HOW_TO_GET as CUDNN_FRONTEND_HOW_TO_GET
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import NullObserver
 from wan_runtime.pipeline import WanI2V
@@ -28,6 +30,24 @@ from helpers import tiny_request
 
 pytestmark = pytest.mark.gpu
 TWO_BLOCKS = dataclasses.replace(A14B, dit=dataclasses.replace(A14B.dit, num_layers=2))
+
+
+def _cudnn_fp8_skip_reason() -> str | None:
+    """Why cuDNN fp8 attention is not tried here: no frontend installed, or no Hopper GPU (None: try it).
+
+    Only these skip; with the frontend on a Hopper GPU any other refusal (cuDNN too old, a graph cuDNN
+    will not build) fails the tests with cuDNN's reason.
+    """
+    if not torch.cuda.is_available():
+        return "needs a CUDA device"
+    if importlib.util.find_spec("cudnn") is None:
+        return CUDNN_FRONTEND_HOW_TO_GET
+    if torch.cuda.get_device_capability() < (9, 0):
+        return "cuDNN's fp8 attention needs compute capability 9.0 (Hopper) or newer"
+    return None
+
+
+needs_cudnn_fp8 = pytest.mark.skipif(_cudnn_fp8_skip_reason() is not None, reason=str(_cudnn_fp8_skip_reason()))
 
 
 def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -45,6 +65,18 @@ def setup():
     with torch.inference_mode():
         eager = expert(*inputs)
     return expert, inputs, eager
+
+
+def _with_self_attention(setup, backend: str) -> tuple[torch.Tensor, float]:
+    """The expert's output with `backend` for self-attention (cuDNN cross), and its rel. L2 from eager cuDNN."""
+    expert, inputs, eager = setup
+    expert.set_attention(backend, "cudnn")
+    try:
+        with torch.inference_mode():
+            out = expert(*inputs)
+    finally:
+        expert.set_attention("cudnn")
+    return out, _rel_l2(out, eager)
 
 
 def test_compiled_blocks_match_eager_within_bf16_rounding(setup):
@@ -70,15 +102,34 @@ def test_compiled_blocks_match_eager_within_bf16_rounding(setup):
 @pytest.mark.skipif("sage" not in available_backends("cuda") if torch.cuda.is_available() else True,
                     reason="sageattention is not installed")
 def test_sage_attention_drift_is_reported_and_bounded(setup):
-    expert, inputs, eager = setup
-    expert.set_attention("sage", "cudnn")
-    try:
-        with torch.inference_mode():
-            out = expert(*inputs)
-    finally:
-        expert.set_attention("cudnn")
-    drift = _rel_l2(out, eager)
+    out, drift = _with_self_attention(setup, "sage")
     print(f"SageAttention (self) vs cuDNN: rel L2 {drift:.2e}")
+    assert torch.isfinite(out).all() and drift < 0.1
+
+
+@needs_cudnn_fp8
+@pytest.mark.parametrize("shape", [(1, 4680, 40, 128), (2, 2048, 40, 128)])  # [B, L, H, D]
+def test_cudnn_fp8_attention_drift_against_cudnn_bf16_is_reported_and_bounded(shape):
+    gen = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16) for _ in range(3))
+    with torch.inference_mode():
+        fp8 = resolve_attention("cudnn_fp8", "cuda")(q, k, v)
+        exact = resolve_attention("cudnn", "cuda")(q, k, v)
+    drift = _rel_l2(fp8, exact)
+    cosine = torch.nn.functional.cosine_similarity(fp8.float().flatten(), exact.float().flatten(), dim=0).item()
+    print(f"cuDNN fp8 vs bf16 attention {list(shape)}: rel L2 {drift:.3e}, cosine {cosine:.5f}, "
+          f"norm ratio {(fp8.float().norm() / exact.float().norm()).item():.4f}")
+    assert fp8.shape == q.shape and fp8.dtype == torch.bfloat16 and torch.isfinite(fp8).all()
+    # e4m3 keeps 3 mantissa bits: q, k, P, v and O each rounded (~2.7% RMS) add up in quadrature to ~0.06,
+    # as the CPU emulation in tests/test_fp8_attention.py measures; bf16 attention differs by ~0.003, so
+    # a drift under 0.01 would mean the fp8 path did not run.
+    assert 0.01 < drift < 0.1
+
+
+@needs_cudnn_fp8
+def test_cudnn_fp8_self_attention_drift_in_the_blocks_is_reported_and_bounded(setup):
+    out, drift = _with_self_attention(setup, "cudnn_fp8")
+    print(f"cuDNN fp8 attention (self) vs cuDNN bf16, 2 blocks: rel L2 {drift:.2e}")
     assert torch.isfinite(out).all() and drift < 0.1
 
 

@@ -11,6 +11,13 @@ backend this machine cannot run raises `BackendUnavailableError`; nothing falls 
 
 Self- and cross-attention are resolved separately (`AttentionOps`), so a lossy kernel can be
 limited to the long self-attention while the short cross-attention stays exact.
+
+`cudnn_fp8` (cuDNN's fused fp8 attention through cudnn-frontend, wan_runtime/fp8_attention.py) is a
+package backend too. The same custom op calls it, so a compiled block stays one graph around it; its
+quantization runs inside the op (inductor cannot fuse those few memory passes over q, k and v with the
+RoPE before them, which keeps the op simple and the same compiled or eager; bench/speed.py times the
+whole call). Resolving it builds a small fp8 graph once per device, so a cuDNN or GPU that cannot run
+it is refused at load with cuDNN's reason, not at the first step.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wan_runtime.errors import BackendUnavailableError
+from wan_runtime.fp8_attention import HOW_TO_GET as CUDNN_FRONTEND_HOW_TO_GET
+from wan_runtime.fp8_attention import MIN_CAPABILITY as CUDNN_FP8_CAPABILITY
+from wan_runtime.fp8_attention import CudnnFp8Attention
 from wan_runtime.load_options import LoadOptions
 
 
@@ -96,6 +106,9 @@ class PackageBackend:
     how_to_get: str
     call: Callable[[ModuleType, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     min_capability: tuple[int, int] = (8, 0)  # the oldest GPU architecture the package's kernels build for
+    # A last check once the package, the device and its capability pass (the package's own verdict), or None.
+    check: Callable[[ModuleType, torch.device], str | None] | None = None
+    head_dims: tuple[int, ...] | None = None  # the head dims the kernels take (None: whatever the package checks)
 
     def _import(self) -> ModuleType | None:
         try:
@@ -115,19 +128,24 @@ class PackageBackend:
         if capability < self.min_capability:
             return (f"it needs a GPU of compute capability {self.min_capability[0]}.{self.min_capability[1]} "
                     f"or newer, and this one is {capability[0]}.{capability[1]}")
-        return None
+        return None if self.check is None else self.check(self._import(), device)
 
     def bind(self, device: torch.device) -> AttentionFn:
         """The attention function; the package is imported here, once, and found in sys.modules after."""
         if self._import() is None:
             raise BackendUnavailableError(f"attention backend {self.name!r} is not available: {self.how_to_get}")
-        name = self.name
+        name, head_dims = self.name, self.head_dims
 
         def packaged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if q.dtype not in (torch.float16, torch.bfloat16):
                 raise BackendUnavailableError(
                     f"attention backend {name!r} needs float16 or bfloat16 inputs, got {q.dtype}; "
                     "run the model in bf16 or pick a torch SDPA backend"
+                )
+            if head_dims is not None and q.shape[-1] not in head_dims:
+                raise BackendUnavailableError(
+                    f"attention backend {name!r} takes head dims {list(head_dims)}, and this model's is "
+                    f"{q.shape[-1]}; pick a torch SDPA backend (cudnn, auto)"
                 )
             return package_attention(name, q, k, v)
 
@@ -159,6 +177,9 @@ def _sage_attn(module: ModuleType, q, k, v) -> torch.Tensor:
     return module.sageattn(q, k, v, tensor_layout="NHD", is_causal=False, smooth_k=False)
 
 
+# cuDNN fp8 attention: its handles and built graphs live in this one object (one per process).
+_CUDNN_FP8 = CudnnFp8Attention()
+
 Backend = SdpaBackend | PackageBackend
 
 # The registry: every backend by name, in the order they are listed to users. The names are the
@@ -189,7 +210,11 @@ _REGISTERED: tuple[Backend, ...] = (
     ),
     PackageBackend(
         "sage", "sageattention", "sageattention is not installed: pip install sageattention",
-        _sage_attn,
+        _sage_attn, head_dims=(64, 96, 128),
+    ),
+    PackageBackend(
+        "cudnn_fp8", "cudnn", CUDNN_FRONTEND_HOW_TO_GET, _CUDNN_FP8,
+        min_capability=CUDNN_FP8_CAPABILITY, check=_CUDNN_FP8.unavailable_reason,
     ),
 )
 REGISTRY: MappingProxyType[str, Backend] = MappingProxyType({b.name: b for b in _REGISTERED})

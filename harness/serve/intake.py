@@ -27,6 +27,7 @@ from wan_runtime.images import load_image
 from wan_runtime.compute import ComputePlan
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.request import GenerationRequest
+from wan_runtime.parallel.plan import ParallelPlan
 from wan_runtime.resources import open_request
 
 PARAMS_EXAMPLE = '{"prompt": "a cat surfing", "size": "832*480", "frames": 81}'
@@ -49,7 +50,14 @@ def fixed_values(given: Mapping[str, Any]) -> dict[str, Any]:
     for entry in spec.VALUE_OBJECTS:
         if entry.at_load or entry.target == "limits":
             spec.build(entry.cls, values)
-    spec.build(ComputePlan, values).check_memory(spec.build(MemoryPlan, values))
+    memory = spec.build(MemoryPlan, values)
+    spec.build(ComputePlan, values).check_memory(memory)
+    ranks = spec.build(ParallelPlan, values).world_size(memory)
+    if ranks > 1:  # the service is one process on one device; a plan over several ranks needs torchrun
+        raise ConfigError(
+            f"this plan runs on {ranks} ranks (ulysses_size, cfg_parallel, experts=split): wanbench serve runs one "
+            "process on one device; drop the multi-GPU settings, or run multi-GPU videos with torchrun wan-generate"
+        )
     return values
 
 

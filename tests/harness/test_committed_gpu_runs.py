@@ -1,4 +1,4 @@
-"""The GPU runs committed in baselines/h100-a14b stay readable and describe what the README says.
+"""The GPU runs committed in baselines/ (h100-a14b, h200-speed) stay readable and describe what the README says.
 
 They are what `wanbench compare` is given on an H100 and where the README's tables come from, so a
 schema change that leaves them unreadable, or a README figure that drifts from its run, fails here.
@@ -17,6 +17,8 @@ from harness.results import latest_rows, read_rows, undocumented_fields
 ROOT = Path(__file__).resolve().parents[2]
 H100 = ROOT / "baselines" / "h100-a14b"
 RUNS = sorted(p.parent for p in H100.glob("*/results.jsonl"))
+H200 = ROOT / "baselines" / "h200-speed"
+H200_RUNS = sorted(p.parent for p in H200.glob("*/results.jsonl"))
 BENCH = ["bench-h100-832x480", "bench-h100-1280x720", "bench-h100-swap-832x480", "bench-h100-swap-1280x720"]
 
 
@@ -37,3 +39,28 @@ def test_the_readme_bench_h100_table_is_the_committed_runs_report(tmp_path):
     row = summary["experts=swap, weight_dtype=bf16"]
     assert float(swap.group(5)) == pytest.approx(row["total_ms"] / 1000, abs=0.05)
     assert float(swap.group(6)) == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
+
+
+@pytest.mark.parametrize("run", H200_RUNS, ids=[r.name for r in H200_RUNS])
+def test_every_committed_h200_run_reads_with_documented_fields_and_finished_cases(run):
+    rows = latest_rows(read_rows(run / "results.jsonl"))
+    assert rows and {r["status"] for r in rows} == {"ok"}
+    assert all("H200" in r["env.gpu"] for r in rows)
+    assert [f for r in rows for f in undocumented_fields(r)] == []
+
+
+def test_the_readme_480p_end_to_end_figures_are_the_committed_h200_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"exact ([\d.]+) s \(([\d.]+) s per step, NVML peak ([\d.]+) GiB\); fastest ([\d.]+) s,\s+"
+                      r"compile stage \(([\d.]+) s\) included \(([\d.]+) s per step, ([\d.]+) GiB\)", readme)
+    assert found is not None
+    exact, fastest = (latest_rows(read_rows(H200 / name / "results.jsonl"))[0]
+                      for name in ("e2e-480p-exact", "e2e-480p-fastest"))
+    figures = [float(g) for g in found.groups()]
+    assert figures[0] == pytest.approx(exact["total_ms"] / 1000, abs=0.05)
+    assert figures[1] == pytest.approx(exact["step_ms.high"] / 1000, abs=0.005)
+    assert figures[2] == pytest.approx(exact["peak_nvml_mib"] / 1024, abs=0.05)
+    assert figures[3] == pytest.approx(fastest["total_ms"] / 1000, abs=0.05)
+    assert figures[4] == pytest.approx(fastest["stage_ms.compile"] / 1000, abs=0.05)
+    assert figures[5] == pytest.approx(fastest["step_ms.high"] / 1000, abs=0.005)
+    assert figures[6] == pytest.approx(fastest["peak_nvml_mib"] / 1024, abs=0.05)

@@ -56,7 +56,9 @@ def test_a_bad_flag_value_is_refused_in_one_line_with_the_specs_text(capsys, tmp
     (["--matmul", "fp8"], "matmul='fp8' multiplies the fp8-stored block weights"),
     (["--queue-size", "0"], "--queue-size 0: must be a number of at least 1"),
     (["--token-env", "WANBENCH_TEST_TOKEN_NOT_SET"], "the environment variable WANBENCH_TEST_TOKEN_NOT_SET is not set"),
-], ids=["stream_without_swap", "fp8_matmul_without_fp8_weights", "no_queue", "unset_token"])
+    (["--ulysses_size", "2"], "this plan runs on 2 ranks (ulysses_size, cfg_parallel, experts=split): wanbench serve "
+                              "runs one process on one device"),
+], ids=["stream_without_swap", "fp8_matmul_without_fp8_weights", "no_queue", "unset_token", "multi_gpu"])
 def test_settings_that_cannot_work_are_refused_in_one_line(capsys, tmp_path, flags, text):
     code, err = serve(capsys, tmp_path, *flags)
     assert code == 2 and len(err) == 1 and text in err[0]
