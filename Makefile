@@ -22,7 +22,7 @@ SPEED_OUT = $(OUT)/speed$(if $(SIZE),-$(subst *,x,$(SIZE)))
 REGRESSION_TINY = --preset tiny --set device=cpu --set 'size=80*48' --set frames=5
 MICROBENCH_STORAGE ?= $(OUT)/microbench
 
-.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality serve-load microbench
+.PHONY: help install run demo test test-gpu smoke report compare regression bench-h100 bench-4090 offload offload-quality cross-res quality speed speed-quality multi-gpu serve-load microbench
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -94,6 +94,10 @@ offload:  ## A14B memory plans (resident/swap/stream x bf16/fp8), 480p+720p, sam
 offload-quality:  ## PSNR/SSIM of fp8, VAE tiling, swap and stream vs resident bf16 (GPU, ~5 min on an H100)
 	wanbench run offload-quality --out $(OUT)/offload-quality $(SET)
 	wanbench report $(OUT)/offload-quality
+
+multi-gpu:  ## A14B 480p+720p on 1-8 GPUs of this box (Ulysses x CFG parallel, expert split), sampled timing, groups side by side
+	wanbench run multi-gpu --gpus all --out $(OUT)/multi-gpu $(SET)
+	wanbench report $(OUT)/multi-gpu
 
 speed:  ## exact / compiled / SageAttention / fp8 compute plans, 480p+720p, sampled timing (GPU); SIZE=... as bench-h100
 	wanbench run speed --out $(SPEED_OUT) $(if $(SIZE),--set 'size=$(SIZE)') $(SET)

@@ -37,17 +37,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence, Union
 
 from harness import params as P
 from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names,
                              read_manifest, read_rows, results_path)
+from harness.shards import read_run
 from harness.stats import ALPHA, MIN_REPEATS, shift_test
 from wan_runtime.errors import ConfigError
 
 MATCH_FIELDS = ("preset", "device", "timing")  # besides every case parameter
 HIGHER_IS_BETTER = ("psnr_db", "ssim")
 ENV_FIELDS = ("env.gpu", "env.driver", "env.torch", "env.cpu", "env.hostname")
+Side = Union[str, Path, Sequence[Union[str, Path]]]  # a run folder, a results file, or the shard folders of one run
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def parse_gate(text: str) -> tuple[str, Gate | None]:
     return metric, Gate(values.get("rel"), values.get("abs"))
 
 
-def suite_gates(run: str | Path, suite: str | Path | None = None) -> tuple[dict[str, Gate], str | None]:
+def suite_gates(run: Side, suite: str | Path | None = None) -> tuple[dict[str, Gate], str | None]:
     """The `gates:` of a suite: `suite` if given, else the run's own suite.
 
     The run's suite is the file recorded in its run.json (with the run's overrides), or, for a bare
@@ -136,6 +138,8 @@ def suite_gates(run: str | Path, suite: str | Path | None = None) -> tuple[dict[
 
     overrides: list[str] = []
     how = ""
+    if not isinstance(run, (str, Path)):  # shard folders of one run: the first names the suite
+        run = run[0]
     if suite is None:
         manifest = results_path(run).parent / MANIFEST_FILE
         data = (read_manifest(manifest)[0] if manifest.is_file() else None) or {}  # damaged: found by name
@@ -153,7 +157,7 @@ def suite_gates(run: str | Path, suite: str | Path | None = None) -> tuple[dict[
 
 
 def resolve_gates(
-    current: str | Path, suite: str | Path | None = None, cli: Iterable[str] = ()
+    current: Side, suite: str | Path | None = None, cli: Iterable[str] = ()
 ) -> tuple[dict[str, Gate], list[str]]:
     """Defaults, then the suite's gates, then command-line gates; (gates, where each layer came from)."""
     gates = default_gates()
@@ -187,8 +191,20 @@ def case_key(row: dict[str, Any], defaults: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def load_rows(side: str | Path) -> list[dict[str, Any]]:
-    """The latest row of each case of a run folder or results file, as plain dicts (no pandas dtype changes)."""
+def side_name(side: Side) -> str:
+    """A side of the comparison in messages: its results file, or its shard folders joined with +."""
+    if isinstance(side, (str, Path)):
+        return str(results_path(side))
+    return " + ".join(side_name(s) for s in side)
+
+
+def load_rows(side: Side) -> list[dict[str, Any]]:
+    """The latest row of each case of a run folder, a results file or the shard folders of one run, as plain
+    dicts (no pandas dtype changes)."""
+    if not isinstance(side, (str, Path)):
+        if len(side) != 1:
+            return read_run(side).latest()
+        side = side[0]
     path = results_path(side)
     if not path.is_file():
         raise ConfigError(f"no results at {path}: give a run folder (holding {RESULTS_FILE}) or a results .jsonl file")
@@ -321,15 +337,16 @@ def _compare_metric(case: str, metric: str, base_row: dict, cur_row: dict, gate:
 
 
 def compare_runs(
-    baseline: str | Path,
-    current: str | Path,
+    baseline: Side,
+    current: Side,
     gates: dict[str, Gate] | None = None,
     gate_sources: list[str] | None = None,
     alpha: float = ALPHA,
     min_repeats: int = MIN_REPEATS,
     allow_empty: bool = False,
 ) -> Comparison:
-    """Compare `current` with `baseline` (run folders or results.jsonl files); see the module docstring."""
+    """Compare `current` with `baseline` (run folders, results.jsonl files, or the shard folders of one run
+    as a list); see the module docstring."""
     if gates is None:
         gates, gate_sources = default_gates(), ["defaults"]
     if not 0 < alpha < 1:
@@ -339,7 +356,7 @@ def compare_runs(
     base_rows, cur_rows = load_rows(baseline), load_rows(current)
     defaults = {name: P.jsonable(v) for name, v in P.defaults().items()}
     base_by_key, cur_by_key = _index(base_rows, defaults, baseline), _index(cur_rows, defaults, current)
-    result = Comparison(str(results_path(baseline)), str(results_path(current)), dict(gates),
+    result = Comparison(side_name(baseline), side_name(current), dict(gates),
                         list(gate_sources or []), alpha, min_repeats)
     for key, cur_row in cur_by_key.items():
         base_row = base_by_key.get(key)
@@ -369,13 +386,13 @@ def compare_runs(
     return result
 
 
-def _index(rows: list[dict[str, Any]], defaults: dict[str, Any], source: str | Path) -> dict[str, dict[str, Any]]:
+def _index(rows: list[dict[str, Any]], defaults: dict[str, Any], source: Side) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         key = case_key(row, defaults)
         if key in out:
             raise ConfigError(
-                f"{results_path(source)}: cases {out[key]['case_id']!r} and {row['case_id']!r} ran the same "
+                f"{side_name(source)}: cases {out[key]['case_id']!r} and {row['case_id']!r} ran the same "
                 "parameters; a compared results file must hold each configuration once"
             )
         out[key] = row

@@ -1,4 +1,5 @@
-"""The environment a result was measured in: GPU, driver, CUDA, torch, threads, host load, versions, git.
+"""The environment a result was measured in: GPU, driver, CUDA, torch, threads, host load, versions, git,
+and on a GPU host every device and how they are linked (`nvidia-smi topo -m`).
 
 Collected inside the worker process (the parent never touches CUDA, so it holds no GPU memory).
 Every field is `env.<name>`; unknown values are None. A CPU timing depends on the threads torch ran
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -61,13 +63,44 @@ def _driver_version() -> str | None:
         return None
 
 
-def set_threads(threads: int | None, device: torch.device) -> dict[str, Any]:
+def host_devices() -> list[str] | None:
+    """Every GPU of the host as NVML lists it (`index: name, MiB`), whatever CUDA_VISIBLE_DEVICES hides; None
+    without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        out = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = pynvml.nvmlDeviceGetName(handle)
+            name = name.decode() if isinstance(name, bytes) else name
+            out.append(f"{index}: {name}, {pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20} MiB")
+        return out
+    except Exception:  # no library, no driver: unknown
+        return None
+
+
+def interconnect() -> str | None:
+    """How the host's GPUs are linked (`nvidia-smi topo -m`: NVLink, PCIe switches, NUMA); None without it."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run([tool, "topo", "-m"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def set_threads(threads: int | None, device: torch.device, workers: int = 1) -> dict[str, Any]:
     """Set torch's threads for a worker; the env fields recording what is in effect.
 
     `threads` None (a suite's default): OMP_NUM_THREADS when set, else the usable cores split evenly among
-    the workers one host may run at once, one per visible GPU for a CUDA suite, one for a CPU suite.
+    the processes one host may run at once: `workers` (the run's parallel workers, times their ranks), or
+    one per visible GPU for a CUDA suite run one worker at a time.
     """
-    sharing = max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
+    sharing = max(workers, torch.cuda.device_count() if device.type == "cuda" and workers == 1 else 1)
     intra, interop = apply_threads(threads, sharing)
     return {"env.threads": intra, "env.interop_threads": interop}
 
@@ -109,6 +142,9 @@ def collect(device: torch.device) -> dict[str, Any]:
         "env.gpu_memory_mib": None,
         "env.gpu_count": None,
         "env.driver": None,
+        "env.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "env.devices": None,
+        "env.interconnect": None,
     }
     env.update(host_load())
     status = _git("status", "--porcelain", "--untracked-files=no")
@@ -123,4 +159,6 @@ def collect(device: torch.device) -> dict[str, Any]:
         env["env.gpu_count"] = torch.cuda.device_count()
         env["env.cudnn"] = torch.backends.cudnn.version()
         env["env.driver"] = _driver_version()
+        env["env.devices"] = host_devices()
+        env["env.interconnect"] = interconnect()
     return env

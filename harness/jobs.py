@@ -43,6 +43,8 @@ class WorkerJob:
     quality: dict[str, Any]
     cases: list[CaseJob] = field(default_factory=list)
     factory: str = DEFAULT_FACTORY  # "module:attr" or "file.py:attr" returning a loaded pipeline
+    host_workers: int = 1  # workers the run may have running at once on one host (they share its cores)
+    ranks: int = 1  # torchrun ranks (GPUs) of the worker: its cases' ParallelPlan world size
 
     def write(self, path: Path) -> None:
         """Save as JSON."""
@@ -87,6 +89,7 @@ def identity_fields(job: WorkerJob, case: CaseJob) -> dict[str, Any]:
         "timing": job.timing,
         "repeats": job.repeats,
         "warmup": job.warmup,
+        "ranks": job.ranks,
         "reference_case": case.reference_id,
         "is_reference": case.reference_id == case.case_id,
     }

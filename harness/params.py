@@ -25,6 +25,7 @@ from wan_runtime.config import ModelConfig
 from wan_runtime.fields import Param, parameter, params_of
 from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
+from wan_runtime.parallel.plan import ParallelPlan, check_guidance, check_launch
 from wan_runtime.request import GenerationRequest
 from wan_runtime.sizes import geometry, parse_size
 
@@ -89,6 +90,16 @@ def build_compute_plan(params: dict[str, Any]) -> ComputePlan:
     return spec.build(ComputePlan, params)
 
 
+def build_parallel_plan(params: dict[str, Any]) -> ParallelPlan:
+    """The ParallelPlan of a case (sequence and CFG parallelism, FSDP)."""
+    return spec.build(ParallelPlan, params)
+
+
+def case_ranks(params: dict[str, Any]) -> int:
+    """GPUs (torchrun ranks) a case runs on: its ParallelPlan's world size under its memory plan."""
+    return build_parallel_plan(params).world_size(build_memory_plan(params))
+
+
 def build_load_options(params: dict[str, Any]) -> LoadOptions:
     """The LoadOptions of a case (attention backend, threads)."""
     return spec.build(LoadOptions, params)
@@ -102,8 +113,13 @@ def build_request(params: dict[str, Any], image: Any, execute_steps: frozenset[i
 def check_case(params: dict[str, Any], config: ModelConfig) -> None:
     """Raise ConfigError (the runtime's own message) when a parameter combination cannot run."""
     spec.check_together(params)
+    plan, memory = build_parallel_plan(params), build_memory_plan(params)
+    ranks = plan.world_size(memory)  # the ranks it will be launched with: the plan's own rules apply
+    check_launch(plan, memory, config.dit.num_heads, ranks, ranks, None)
     width, height = parse_size(params["size"])  # the benchmark picture has the size's own aspect
     request = build_request(params, image=None)
+    if ranks > 1:
+        check_guidance(plan, [request.guide_scale_high, request.guide_scale_low])
     geometry(request.size, request.frames, width, height, config.vae_stride, config.patch_size, request.size_rule)
     if request.mode == "refine":
         first_w, first_h = parse_size(request.refine.first_size)

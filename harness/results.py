@@ -79,6 +79,8 @@ SCHEMA: tuple[FieldDoc, ...] = (
     FieldDoc("timing", "str", "", "`full` (every step run) or `sampled` (k steps per expert run, rest projected)"),
     FieldDoc("repeats", "int", "", "measured repeats of the case"),
     FieldDoc("warmup", "int", "", "unmeasured warmup generations before the repeats"),
+    FieldDoc("ranks", "int", "", "GPUs (torchrun ranks) the case ran on: its ParallelPlan's world size; rank 0 "
+             "reports the row"),
     FieldDoc("status", "str", "", "ok | oom | error"),
     FieldDoc("error", "str", "", "the error message (null when ok); a row whose figures held a NaN or an "
              "infinity is an error naming them (those figures null, the finite ones kept)"),
@@ -125,6 +127,13 @@ SCHEMA: tuple[FieldDoc, ...] = (
              "over the measured repeats, sampled every ~10 ms", True),
     FieldDoc("peak_nvml_device_mib", "float", "MiB", "NVML peak of the whole device's used memory "
              "(all processes) over the measured repeats", True),
+    FieldDoc("peak_nvml_mib_devices", "list[float]", "MiB", "NVML process peak of each rank on its own GPU over "
+             "the measured repeats, in rank order (one entry for a case of one rank; null entries where NVML "
+             "measured nothing); peak_nvml_mib and the other memory fields are rank 0's"),
+    FieldDoc("peak_nvml_mib_max", "float", "MiB", "the largest of peak_nvml_mib_devices: what one GPU must hold "
+             "(null when a device was not measured)", True),
+    FieldDoc("peak_nvml_mib_sum", "float", "MiB", "the sum of peak_nvml_mib_devices: what the case holds on all "
+             "its GPUs together (null when a device was not measured)", True),
     FieldDoc("peak_allocated_mib", "float", "MiB", "torch.cuda.max_memory_allocated over the measured repeats", True),
     FieldDoc("peak_reserved_mib", "float", "MiB", "torch.cuda.max_memory_reserved over the measured repeats", True),
     FieldDoc("stage_peak_allocated_mib.<stage>", "float", "MiB", "torch allocated peak within the stage "
@@ -150,7 +159,10 @@ SCHEMA: tuple[FieldDoc, ...] = (
     FieldDoc("probe_overhead_method", "str", "", "how probe_overhead_ms was measured"),
     # --- environment
     FieldDoc("env.<package>", "str", "", "environment: python, torch, cuda, cudnn, gpu, gpu_memory_mib, driver, "
-             "gpu_count, cpu, os, hostname, git_rev, git_dirty and package versions (diffusers, transformers, ...)"),
+             "gpu_count, cpu, os, hostname, git_rev, git_dirty and package versions (diffusers, transformers, ...); "
+             "cuda_visible_devices (the GPUs the worker was pinned to, null when not pinned), devices (every GPU "
+             "of the host as NVML lists it: `index: name, MiB`) and interconnect (`nvidia-smi topo -m`; null "
+             "without nvidia-smi)"),
 )
 
 _PLACEHOLDERS = {
@@ -167,6 +179,17 @@ def _field_pattern(doc: FieldDoc, params: Iterable[str]) -> re.Pattern:
     for placeholder, regex in _PLACEHOLDERS.items():
         pattern = pattern.replace(re.escape(placeholder), regex)
     return re.compile(pattern + "$")
+
+
+# Fields a run measures (times, memory, the machine, when it ran): the rest of a row (case ids, parameters,
+# statuses, output shapes, seeds, quality) is the same however and wherever a run was spread.
+MEASURED_FIELDS = re.compile(r"^(env\.|stage_|repeats_ms\.|step_ms\.|total_ms$|load_ms$|peak_|probe_overhead|"
+                             r"memory_note$|started_at$|finished_at$)")
+
+
+def deterministic_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without its measured fields (MEASURED_FIELDS)."""
+    return {key: value for key, value in row.items() if not MEASURED_FIELDS.match(key)}
 
 
 def undocumented_fields(row: dict[str, Any]) -> list[str]:

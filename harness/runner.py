@@ -1,5 +1,10 @@
 """The runner: a suite's cases, grouped by what must be loaded, each group in its own worker process.
 
+- Scale-out: a launcher (harness.launch) starts each group's worker: one at a time by default;
+  side by side with `--gpus`, each pinned to its GPUs; as Ray tasks with `--executor ray`. `--shard
+  i/N` runs one shard of the groups (harness.shards). Workers only report; this process alone
+  writes the run folder's rows and timeline, whatever the launcher.
+
 - Isolation: cases that differ in what is loaded (memory plan, attention backend; the model and
   device are fixed per suite) run in different processes, so peak memory cannot leak between them.
   The parent never creates a CUDA context (it only counts the devices, to refuse a CUDA suite on a
@@ -15,7 +20,7 @@
   results.jsonl (or timeline.jsonl) is cut and kept aside in `<file>.torn` before the run appends.
   A damaged run.json is rebuilt when the folder holds no results yet, else refused (see
   prepare_out_dir).
-- Stops: Ctrl-C or SIGTERM (raised as SignalInterrupt by the CLI) kill the worker and end the run
+- Stops: Ctrl-C or SIGTERM (raised as SignalInterrupt by the CLI) kill every worker and end the run
   with RunInterrupted; a full disk ends it with NoSpaceLeft. Rows written before are kept either way
   and the same command resumes.
 - Quality: reference cases run first and keep their frames; each other case is compared with its
@@ -25,27 +30,30 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+import queue
 import signal
-import subprocess
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.jobs import (DEFAULT_FACTORY, RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, frames_path,
-                          now_iso, slug)
+from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, frames_path, now_iso, slug
+from harness.launch import Launcher, LocalLauncher, WorkerExit, WorkerHandle, WorkerSpec, parse_gpus
+from harness.params import case_ranks
 from harness.progress import Progress
 from harness.results import (MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, NoSpaceLeft, append_row, is_no_space,
                              latest_rows, read_manifest, read_rows, repair_tail, replace_rows, write_tables)
 from harness.runlock import RunLock
+from harness.shards import Shard
 from harness.suite import Case, Suite
 from wan_runtime.errors import ConfigError
 
 FINISHED_STATUSES = ("ok", "oom")  # an `error` row is retried by the next run
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -57,6 +65,7 @@ class RunOutcome:
     skipped: int
     statuses: dict[str, int]
     tables: tuple[Path, Path] | None = None
+    cases: int = 0  # cases of the suite (of its shard) this folder holds
 
 
 class SignalInterrupt(KeyboardInterrupt):
@@ -126,9 +135,30 @@ def check_runnable(suite: Suite) -> None:
                           f"device(s) (cuda:0..cuda:{count - 1}); choose one with --set device=cuda:N")
 
 
+def make_launcher(suite: Suite, gpus: str | None, executor: str, address: str | None) -> Launcher:
+    """The launcher of a run: local processes (one at a time, or one per --gpus entry), or Ray tasks."""
+    if executor == "ray":
+        if gpus is not None:
+            raise ConfigError("--gpus and --executor ray: Ray gives each task its GPUs (num_gpus); drop --gpus")
+        from harness.ray_executor import RayLauncher
+
+        return RayLauncher(suite.spec.device, address)
+    if executor != "local":
+        raise ConfigError(f"--executor {executor!r}: choose local or ray")
+    if address is not None:
+        raise ConfigError("--address names a Ray cluster: use it with --executor ray")
+    device = suite.spec.device
+    if gpus is None:
+        return LocalLauncher(visible=cuda_device_count() if device.startswith("cuda") else None)
+    if ":" in device:
+        raise ConfigError(f"--gpus pins each worker to its GPUs, but suite {suite.name!r} names device {device!r}; "
+                          "set --set device=cuda (each worker then uses the GPUs it is given) or drop --gpus")
+    return LocalLauncher(parse_gpus(gpus, cuda_device_count() if device == "cuda" or gpus.strip() == "all" else None))
+
+
 # ---------------------------------------------------------------- output folder
-def prepare_out_dir(out: Path, suite: Suite) -> str | None:
-    """Create/check the output folder: writable, and holding nothing but this suite's results.
+def prepare_out_dir(out: Path, suite: Suite, shard: Shard | None = None) -> str | None:
+    """Create/check the output folder: writable, and holding nothing but this suite's results (of `shard`).
 
     A run.json that is torn, empty or not an object is rebuilt when the folder holds no result rows
     (nothing to mix up; the returned note says so); with rows it is an error, since nothing can tell
@@ -145,7 +175,7 @@ def prepare_out_dir(out: Path, suite: Suite) -> str | None:
     if manifest.exists():
         data, damage = read_manifest(manifest)
         if data is not None:
-            _check_manifest(out, data, suite)
+            _check_manifest(out, data, suite, shard)
             return None
         if rows:
             raise ConfigError(
@@ -163,7 +193,8 @@ def prepare_out_dir(out: Path, suite: Suite) -> str | None:
         "suite_file": str(suite.path) if suite.path else None,
         "overrides": list(suite.overrides),
         "created": now_iso(),
-        "cases": [c.case_id for c in suite.cases],
+        "shard": str(shard) if shard else None,
+        "cases": [c.case_id for _, cases in (shard.select(suite.groups()) if shard else suite.groups()) for c in cases],
     }, indent=1)
     tmp = manifest.with_name(manifest.name + ".tmp")
     try:
@@ -175,7 +206,7 @@ def prepare_out_dir(out: Path, suite: Suite) -> str | None:
     return note
 
 
-def _check_manifest(out: Path, data: dict[str, Any], suite: Suite) -> None:
+def _check_manifest(out: Path, data: dict[str, Any], suite: Suite, shard: Shard | None) -> None:
     if data.get("suite") != suite.name:
         raise ConfigError(
             f"output folder {out} holds results of suite {data.get('suite')!r}, not {suite.name!r}; "
@@ -187,6 +218,11 @@ def _check_manifest(out: Path, data: dict[str, Any], suite: Suite) -> None:
             f"(cases, repeats, timing, model or overrides {list(data.get('overrides', []))} differ); "
             "results in one folder must come from one definition: use another --out"
         )
+    if data.get("shard") != (str(shard) if shard else None):
+        held = f"shard {data['shard']}" if data.get("shard") else "the whole suite"
+        asked = f"shard {shard}" if shard else "the whole suite"
+        raise ConfigError(f"output folder {out} holds {held} of suite {suite.name!r}, not {asked}; use another --out "
+                          "(one folder per shard; `wanbench merge` joins them)")
 
 
 def finished_cases(out: Path, suite: Suite) -> int | None:
@@ -207,16 +243,33 @@ def run_suite(
     stream: TextIO | None = None,
     python: str = sys.executable,
     command: str = "",
+    gpus: str | None = None,
+    shard: Shard | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> RunOutcome:
     """Run every unfinished case of `suite` into `out`, holding the folder's lock; see the module docstring.
 
-    Raises ConfigError (bad input, checked before anything starts), RunFolderBusy (another run holds
-    `out`), NoSpaceLeft (the disk filled up) or RunInterrupted (Ctrl-C / SIGTERM); rows written before
-    are kept in every case. `command` is recorded as the lock's holder (default: this process's argv).
+    `gpus` ("0,1,3" or "all") runs process groups side by side, each worker pinned to its GPUs; `shard`
+    runs only that shard's groups; `executor` "ray" runs each group as a Ray task (`address`: the
+    cluster, default a local Ray). Raises ConfigError (bad input, checked before anything starts),
+    RunFolderBusy (another run holds `out`), NoSpaceLeft (the disk filled up) or RunInterrupted (Ctrl-C /
+    SIGTERM); rows written before are kept in every case. `command` is recorded as the lock's holder
+    (default: this process's argv).
     """
     out = Path(out).resolve()
     check_runnable(suite)
-    progress = Progress(0, stream)
+    launcher = make_launcher(suite, gpus, executor, address)
+    try:
+        return _run_holding(suite, out, factory, python, command, launcher, shard, stream)
+    finally:
+        launcher.close()
+
+
+def _run_holding(suite: Suite, out: Path, factory: str, python: str, command: str, launcher: Launcher,
+                 shard: Shard | None, stream: TextIO | None) -> RunOutcome:
+    """run_suite once its launcher is ready: take the folder's lock and run."""
+    progress = Progress(0, stream, workers=launcher.capacity)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = RunLock(out, command)
@@ -229,7 +282,7 @@ def run_suite(
     try:
         if lock.took_over:
             progress.note(lock.took_over)
-        return _run_locked(suite, out, factory, python, progress)
+        return _run_locked(suite, out, factory, python, progress, launcher, shard)
     except KeyboardInterrupt as exc:
         raise RunInterrupted(getattr(exc, "signum", signal.SIGINT), finished_cases(out, suite)) from None
     except NoSpaceLeft as exc:
@@ -242,8 +295,9 @@ def run_suite(
         lock.release()
 
 
-def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Progress) -> RunOutcome:
-    note = prepare_out_dir(out, suite)
+def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Progress, launcher: Launcher,
+                shard: Shard | None) -> RunOutcome:
+    note = prepare_out_dir(out, suite, shard)
     if note:
         progress.note(note)
     results = out / RESULTS_FILE
@@ -251,40 +305,26 @@ def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Pr
         torn = repair_tail(path)
         if torn:
             progress.note(torn.describe())
+    groups = shard.select(suite.groups()) if shard else suite.groups()
+    mine = {c.case_id for _, cases in groups for c in cases}
+    if shard is not None:
+        progress.note(f"shard {shard}: {len(groups)} of {len(suite.groups())} process group(s), {len(mine)} of "
+                      f"{len(suite.cases)} cases")
     finished = {r["case_id"] for r in latest_rows(read_rows(results)) if r.get("status") in FINISHED_STATUSES}
     references = {c.reference_id for c in suite.cases if c.reference_id and c.reference_id != c.case_id}
-    todo = [(g, [c for c in cases if c.case_id not in finished]) for g, cases in suite.groups()]
+    todo = [(g, [c for c in cases if c.case_id not in finished]) for g, cases in groups]
     todo = [(g, cases) for g, cases in todo if cases]
+    for group, cases in todo:
+        launcher.check(group_ranks(cases), f"process group {group!r}")
     progress.total = sum(len(c) for _, c in todo)
-    skipped = len([c for c in suite.cases if c.case_id in finished])
+    skipped = len([c for c in suite.cases if c.case_id in finished and c.case_id in mine])
     if skipped:
         progress.note(f"resuming {out}: {skipped} finished case(s) skipped")
 
-    for group, cases in todo:
-        remaining = list(cases)
-        while remaining:
-            state, code, log = _run_worker(suite, group, remaining, references, out, factory, python, progress)
-            if state.no_space is not None:
-                path, message = state.no_space
-                raise NoSpaceLeft(path, OSError(errno.ENOSPC, message))
-            remaining = [c for c in remaining if c.case_id not in state.finished]
-            if not remaining:
-                break
-            if state.current is not None:  # died mid-case: that case alone is lost
-                dead = next(c for c in remaining if c.case_id == state.current)
-                row = _dead_worker_row(suite, group, dead, references, out, factory, state, code, log)
-                _append(results, row, progress)
-                progress.case_finished(dead.case_id, "error", _first_line(row["error"]))
-                remaining.remove(dead)
-            elif not state.finished:  # died before any case (while loading): the group cannot run
-                for case in remaining:
-                    row = _dead_worker_row(suite, group, case, references, out, factory, state, code, log)
-                    _append(results, row, progress)
-                    progress.case_finished(case.case_id, "error", _first_line(row["error"]))
-                break
-            # otherwise the worker stopped after a failed case; a fresh one takes the rest
+    context = _RunContext(suite, out, factory, python, references, progress, launcher)
+    context.run(todo)
 
-    _pending_quality(suite, out)
+    fill_pending_quality(suite, out)
     tables = None
     if results.exists():
         try:
@@ -292,8 +332,14 @@ def _run_locked(suite: Suite, out: Path, factory: str, python: str, progress: Pr
         except ImportError as exc:  # results.jsonl is complete; the tables are a convenience
             progress.note(f"results.csv/.parquet not written ({exc}); results.jsonl is complete")
     latest = {r["case_id"]: r for r in latest_rows(read_rows(results))}
-    statuses = Counter(latest[c.case_id]["status"] for c in suite.cases if c.case_id in latest)
-    return RunOutcome(out, ran=progress.total, skipped=skipped, statuses=dict(statuses), tables=tables)
+    statuses = Counter(latest[c.case_id]["status"] for c in suite.cases if c.case_id in latest and c.case_id in mine)
+    return RunOutcome(out, ran=progress.total, skipped=skipped, statuses=dict(statuses), tables=tables,
+                      cases=len(mine))
+
+
+def group_ranks(cases: list[Case]) -> int:
+    """Ranks (GPUs) a process group's worker runs on (its cases share the ParallelPlan: it is a load parameter)."""
+    return case_ranks(cases[0].params)
 
 
 def _first_line(message: str | None) -> str:
@@ -308,72 +354,154 @@ def _append(results: Path, row: dict[str, Any], progress: Progress) -> None:
         progress.note(torn.describe())
 
 
-def _job(suite: Suite, group: str, cases: list[Case], references: set[str], out: Path, factory: str) -> WorkerJob:
+def _job(suite: Suite, group: str, cases: list[Case], references: set[str], out: Path, factory: str,
+         host_workers: int = 1) -> WorkerJob:
+    """The job file of a worker running `cases` of `group`."""
     spec = suite.spec
     return WorkerJob(
         suite=suite.name, group=group, out=str(out), preset=spec.model.preset, weights=spec.model.weights,
         device=spec.device, timing=spec.timing, repeats=spec.repeats, warmup=spec.warmup,
         sampled=spec.sampled.model_dump(), quality=spec.quality.model_dump(),
         cases=[CaseJob(c.case_id, c.params, c.reference_id, c.case_id in references) for c in cases],
-        factory=factory,
+        factory=factory, host_workers=host_workers, ranks=group_ranks(cases),
     )
 
 
-def _run_worker(
-    suite: Suite,
-    group: str,
-    cases: list[Case],
-    references: set[str],
-    out: Path,
-    factory: str,
-    python: str,
-    progress: Progress,
-) -> tuple[_WorkerState, int, Path]:
-    """Start one worker for `cases`, follow its events until it exits; (state, exit code, log file)."""
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
-    job_path, log_path = logs / f"{slug(group)}.job.json", logs / f"{slug(group)}.log"
-    _job(suite, group, cases, references, out, factory).write(job_path)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{RUNNER_PID_ENV: str(os.getpid())})
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    read_fd, write_fd = os.pipe()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [python, "-m", "harness.worker", str(job_path), str(write_fd)],
-            pass_fds=(write_fd,), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-    os.close(write_fd)
-    state = _WorkerState()
-    results = out / RESULTS_FILE
+@dataclass
+class _Attempt:
+    """One worker running (some of) one group's cases."""
+
+    group: str
+    cases: list[Case]
+    handle: WorkerHandle
+    state: _WorkerState
+    thread: threading.Thread | None = None
+
+
+class _RunContext:
+    """Runs process groups through the launcher, as many at once as it places, and keeps every row.
+
+    Workers' events arrive on one queue (a thread per worker reads them); this thread alone handles
+    them, so rows, timeline records and the progress view have one writer. A worker that stopped
+    after a failed case, or died, leaves the rest of its group to a fresh worker (see the module
+    docstring); Ctrl-C, SIGTERM or any failure of the run stops every worker.
+    """
+
+    def __init__(self, suite: Suite, out: Path, factory: str, python: str, references: set[str],
+                 progress: Progress, launcher: Launcher):
+        self.suite, self.out, self.factory, self.python = suite, out, factory, python
+        self.references, self.progress, self.launcher = references, progress, launcher
+        self.results = out / RESULTS_FILE
+        self.queue: queue.Queue = queue.Queue()
+        self.running: dict[int, _Attempt] = {}
+        self._ids = itertools.count()
+
+    def run(self, todo: list[tuple[str, list[Case]]]) -> None:
+        """Run every group of `todo` to its end (each case gets a row)."""
+        pending = list(todo)
+        try:
+            while pending or self.running:
+                for item in list(pending):
+                    if self.launcher.can_start(group_ranks(item[1])):
+                        pending.remove(item)
+                        self._start(*item)
+                kind, attempt_id, payload = self._next()
+                attempt = self.running[attempt_id]
+                if kind == "event":
+                    self._handle(attempt, payload)
+                    continue
+                del self.running[attempt_id]
+                self.launcher.release(attempt.handle.spec)
+                self.progress.worker_ended(attempt.handle.label)
+                rest = self._after_exit(attempt, payload)
+                if rest:
+                    pending.insert(0, (attempt.group, rest))
+        finally:
+            for attempt in self.running.values():
+                attempt.handle.kill()
+            for attempt in self.running.values():
+                attempt.thread.join(10)
+
+    def _next(self) -> tuple[str, int, Any]:
+        while True:  # a timeout keeps the wait interruptible by Ctrl-C on every platform
+            try:
+                return self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+    def _start(self, group: str, cases: list[Case]) -> None:
+        logs = self.out / "logs"
+        logs.mkdir(exist_ok=True)
+        job_path, log_path = logs / f"{slug(group)}.job.json", logs / f"{slug(group)}.log"
+        _job(self.suite, group, cases, self.references, self.out, self.factory,
+             self.launcher.capacity).write(job_path)
+        handle = self.launcher.start(WorkerSpec(job_path, log_path, self.python, ranks=group_ranks(cases)))
+        attempt_id = next(self._ids)
+        attempt = _Attempt(group, list(cases), handle, _WorkerState())
+        attempt.thread = threading.Thread(target=_pump, args=(attempt_id, handle, self.queue),
+                                          name=f"events-{attempt_id}", daemon=True)
+        self.running[attempt_id] = attempt
+        attempt.thread.start()
+
+    def _handle(self, attempt: _Attempt, event: dict) -> None:
+        _handle(event, attempt.state, self.out, self.progress, attempt.handle.label)
+
+    def _after_exit(self, attempt: _Attempt, exit: WorkerExit) -> list[Case]:
+        """Rows for what the worker's end cost; the cases a fresh worker must still run."""
+        state = attempt.state
+        if state.no_space is not None:
+            path, message = state.no_space
+            raise NoSpaceLeft(path, OSError(errno.ENOSPC, message))
+        remaining = [c for c in attempt.cases if c.case_id not in state.finished]
+        if not remaining:
+            return []
+        log = attempt.handle.spec.log
+        if state.current is not None:  # died mid-case: that case alone is lost
+            dead = next(c for c in remaining if c.case_id == state.current)
+            self._dead(attempt, dead, exit, log)
+            remaining.remove(dead)
+            return remaining
+        if not state.finished:  # died before any case (while loading): the group cannot run
+            for case in remaining:
+                self._dead(attempt, case, exit, log)
+            return []
+        return remaining  # the worker stopped after a failed case; a fresh one takes the rest
+
+    def _dead(self, attempt: _Attempt, case: Case, exit: WorkerExit, log: Path) -> None:
+        row = _dead_worker_row(self.suite, attempt.group, case, self.references, self.out, self.factory,
+                               attempt.state, exit, log)
+        _append(self.results, row, self.progress)
+        self.progress.case_finished(case.case_id, "error", _first_line(row["error"]), attempt.handle.label)
+
+
+def _pump(attempt_id: int, handle: WorkerHandle, events: queue.Queue) -> None:
+    """A worker's events onto the run's queue, then its exit (a thread per worker)."""
     try:
-        with os.fdopen(read_fd, encoding="utf-8") as events:
-            for line in events:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by the worker's death
-                _handle(event, state, results, progress)
-    except BaseException:
-        proc.kill()  # Ctrl-C or a parent failure: do not leave the worker running
-        proc.wait()
-        raise
-    return state, proc.wait(), log_path
+        for event in handle.events():
+            events.put(("event", attempt_id, event))
+        exit = handle.wait()
+    except Exception as exc:  # the channel itself failed: the worker is stopped and counts as dead
+        handle.kill()
+        exit = WorkerExit(None, f"its launcher failed: {type(exc).__name__}: {_first_line(str(exc))}")
+    events.put(("exit", attempt_id, exit))
 
 
-def _handle(event: dict, state: _WorkerState, results: Path, progress: Progress) -> None:
+def _handle(event: dict, state: _WorkerState, out: Path, progress: Progress, worker: str = "") -> None:
     kind = event.get("event")
     if kind == "loaded":
         state.loaded = True
     elif kind == "case_start":
         state.current, state.current_started = event["case_id"], now_iso()
         state.stage = state.allocated_mib = state.nvml_mib = None
-        progress.case_started(event["case_id"])
+        progress.case_started(event["case_id"], worker)
+    elif kind == "timeline":
+        _append(out / TIMELINE_FILE, event["record"], progress)
     elif kind == "result":
         row = event["row"]
-        _append(results, row, progress)
+        _append(out / RESULTS_FILE, row, progress)
         state.finished.add(row["case_id"])
         state.current = None
-        progress.case_finished(row["case_id"], row["status"], _first_line(row.get("error")))
+        progress.case_finished(row["case_id"], row["status"], _first_line(row.get("error")), worker)
     elif kind == "no_space":
         state.no_space = (event.get("path"), event.get("message") or "No space left on device")
     else:
@@ -382,15 +510,15 @@ def _handle(event: dict, state: _WorkerState, results: Path, progress: Progress)
             for key in ("allocated_mib", "nvml_mib"):
                 if event.get(key) is not None:
                     setattr(state, key, max(getattr(state, key) or 0.0, event[key]))
-        progress.event(event)
+        progress.event(event, worker)
 
 
 def _dead_worker_row(
     suite: Suite, group: str, case: Case, references: set[str], out: Path, factory: str,
-    state: _WorkerState, code: int, log: Path,
+    state: _WorkerState, exit: WorkerExit, log: Path,
 ) -> dict:
     """The row of a case whose worker process died: how it died, where, and the memory it had reached."""
-    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    how = exit.how
     stage = state.stage if state.loaded else (state.stage or "load")
     tail = _tail(log, 6)
     message = f"worker process died ({how}) in stage {stage!r}" + (f"; last log lines:\n{tail}" if tail else "")
@@ -410,7 +538,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _pending_quality(suite: Suite, out: Path) -> None:
+def fill_pending_quality(suite: Suite, out: Path) -> None:
     """Metrics of cases whose reference finished after them (their frames were kept for this)."""
     from harness.quality import pending_quality
 

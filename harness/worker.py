@@ -1,27 +1,30 @@
 """The worker process: loads the pipeline once for a group of cases, measures them, reports rows.
 
-Started by harness.runner as `python -m harness.worker JOB.json EVENT_FD`. It writes JSON events,
-one per line, to the inherited file descriptor EVENT_FD (stdout/stderr go to the group's log file,
-so library prints cannot corrupt the protocol):
+Started by a launcher (harness.launch) as `python -m harness.worker JOB.json EVENTS`, where EVENTS is
+the path of the launcher's Unix socket; under torchrun every rank runs it, and only rank 0 connects
+and reports. It writes JSON events, one per line, to that socket (stdout/stderr go to the group's
+log file, so library prints cannot corrupt the protocol):
     {"event": "loaded", "load_ms": ...}
     {"event": "case_start", "case_id": ...}
     {"event": "phase", "phase": "warmup" | "repeat", "index": i, "of": n}
     {"event": "stage", "stage": ..., "allocated_mib": ..., "nvml_mib": ...}   (from the Probe)
     {"event": "step", "index": i, "total": n, "expert": ...}                   (from the Probe)
+    {"event": "timeline", "record": {...}}   (one per measured repeat; the runner writes timeline.jsonl)
     {"event": "result", "row": {...}}
     {"event": "no_space", "path": ..., "message": ...}   (a full disk: the worker stops, the run ends)
     {"event": "done"}
 After a case fails (oom/error) the worker stops, so the next case starts in a fresh process with
-nothing left over from the failure; the runner starts it.
+nothing left over from the failure; the runner starts it. Under several ranks every rank runs every
+case in step; a rank whose case failed exits with CASE_FAILED_EXIT, so torchrun stops the others at
+once instead of leaving them waiting in a collective.
 
-The worker lives only as long as its runner: on Linux the kernel kills it when the runner dies
-(PR_SET_PDEATHSIG), and it exits quietly when its event pipe breaks. Ctrl-C is the runner's to
-handle (the worker ignores SIGINT; the runner stops it).
+The worker lives only as long as its launcher: on Linux the kernel kills it when its parent dies
+(PR_SET_PDEATHSIG), it exits quietly when it cannot connect to the event socket or the socket
+breaks. Ctrl-C is the runner's to handle (the worker ignores SIGINT; the runner stops it).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib
 import importlib.util
@@ -29,6 +32,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -42,27 +46,29 @@ from harness import environment, overhead
 from harness.inputs import prepare_image
 from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, failure_row, identity_fields, now_iso
 from harness.nvml import NvmlSampler
-from harness.params import build_compute_plan, build_memory_plan, build_request
+from harness.params import build_compute_plan, build_memory_plan, build_parallel_plan, build_request
 from harness.probe import Probe
 from harness.quality import case_quality
-from harness.results import TIMELINE_FILE, guard_row, is_no_space
+from harness.results import guard_row, is_no_space
 from harness.summary import NO_CUDA_NOTE, Repeat, load_fields, memory_fields, sampled_plan, timeline_record, timing_fields
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
+from wan_runtime.parallel.plan import ParallelPlan
 from wan_runtime.request import GenerationRequest
 
 def load_wan_pipeline(
     source: str, preset: str, device: torch.device, memory: MemoryPlan, attention: str, observer: Observer,
-    cross_attention: str | None = None, compute: ComputePlan | None = None,
+    cross_attention: str | None = None, compute: ComputePlan | None = None, parallel: ParallelPlan | None = None,
 ):
-    """The default factory: `WanI2V.load` (its `load` stage is reported to the observer)."""
+    """The default factory: `WanI2V.load` (its `load` stage is reported to the observer); under torchrun every
+    rank calls it with the same arguments."""
     from wan_runtime.pipeline import WanI2V
 
     return WanI2V.load(source=source, preset=preset, device=device, memory=memory, attention=attention,
-                       observer=observer, cross_attention=cross_attention, compute=compute)
+                       observer=observer, cross_attention=cross_attention, compute=compute, parallel=parallel)
 
 
 def resolve_factory(spec: str) -> Callable:
@@ -97,12 +103,15 @@ def _clean(value: Any) -> Any:
 class Worker:
     """Runs one job: load once, then each case (warmup, measured repeats, quality), one row per case."""
 
-    def __init__(self, job: WorkerJob, emit: Callable[[dict], None]):
+    def __init__(self, job: WorkerJob, emit: Callable[[dict], None], rank: "Rank | None" = None):
         self.job = job
         self.emit = emit
+        self.rank = rank or Rank()
         self.device = torch.device(job.device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda and self.device.index is None:  # "cuda" means the current device, index 0 in a fresh process
+        if self.cuda and self.rank.world > 1:  # each rank on its own GPU of those the job was given
+            self.device = torch.device("cuda", self.rank.local)
+        elif self.cuda and self.device.index is None:  # "cuda" is the current device, index 0 in a fresh process
             self.device = torch.device("cuda", 0)
         self.config = get_preset(job.preset)
         self.out = Path(job.out)
@@ -118,9 +127,10 @@ class Worker:
         self.emit(event)
 
     # ------------------------------------------------------------ the job
-    def run(self) -> None:
-        """Load the pipeline, run every case until one fails; report each row."""
-        threads = environment.set_threads(self.job.cases[0].params.get("threads"), self.device)  # before any work
+    def run(self) -> bool:
+        """Load the pipeline, run every case until one fails; report each row. False when a case failed."""
+        threads = environment.set_threads(self.job.cases[0].params.get("threads"), self.device,
+                                          self.job.host_workers * self.rank.local_world)  # before any work
         if self.cuda:
             torch.cuda.set_device(self.device)
         self.env = environment.collect(self.device) | threads
@@ -134,14 +144,15 @@ class Worker:
             if self.cuda:
                 torch.cuda.empty_cache()
             if not self._load():
-                return
+                return False
             for case in self.job.cases:
                 self.emit({"event": "case_start", "case_id": case.case_id})
                 row = self.run_case(case)
                 self.emit({"event": "result", "row": _clean(guard_row(row))})
                 if row["status"] != "ok":
-                    return  # a fresh process for the next case (see the module docstring)
+                    return False  # a fresh process for the next case (see the module docstring)
             self.emit({"event": "done"})
+            return True
         finally:
             self.sampler.stop()
 
@@ -152,9 +163,11 @@ class Worker:
         started = now_iso()
         try:
             factory = resolve_factory(self.job.factory)
+            parallel = build_parallel_plan(first)
+            options = {"parallel": parallel} if parallel != ParallelPlan() else {}  # a plain factory needs none
             self.pipe = factory(self.job.weights, self.job.preset, self.device, build_memory_plan(first),
                                 first["attention"], self.probe, cross_attention=first.get("cross_attention"),
-                                compute=build_compute_plan(first))
+                                compute=build_compute_plan(first), **options)
         except Exception as exc:
             status, stage, message = self._classify(exc)
             trace = traceback.format_exc()
@@ -255,14 +268,11 @@ class Worker:
             result, rep = self._generate(request)
             repeats.append(rep)
         allocated, reserved = self.probe.peaks()
-        timeline = self.out / TIMELINE_FILE
-        try:
-            with open(timeline, "a", encoding="utf-8") as fh:
-                for i, rep in enumerate(repeats):
-                    fh.write(json.dumps(_clean(timeline_record(case.case_id, i, rep, self.sampler))) + "\n")
-        except OSError as exc:
-            exc.filename = exc.filename or str(timeline)  # a failed write does not name its file
-            raise
+        devices = self._device_peaks(repeats)  # every rank takes part (a collective under several ranks)
+        if not self.rank.reports:
+            return {"status": "ok"}  # rank 0 reports the case; the others only computed their part
+        for i, rep in enumerate(repeats):
+            self.emit({"event": "timeline", "record": _clean(timeline_record(case.case_id, i, rep, self.sampler))})
 
         geo = result.geometry
         row = identity_fields(job, case)
@@ -278,10 +288,25 @@ class Worker:
         if plan is not None:
             row.update({f"sampled_steps.{e}": indices for e, indices in plan.items()})
         row.update(memory_fields(repeats, allocated, reserved, self.sampler, self.cuda))
+        row.update(devices)
         row.update(self._overhead_fields(row))
         row.update(self._quality(case, result))
         row.update(self.env)
         return row
+
+    def _device_peaks(self, repeats: list[Repeat]) -> dict[str, Any]:
+        """NVML process peaks of every rank's device over the measured repeats (rank order), their max and sum."""
+        own = self.sampler.peaks(repeats[0].start_s, repeats[-1].end_s)[0] if self.cuda and repeats else None
+        peaks = [own]
+        if self.rank.world > 1:
+            import torch.distributed as dist
+
+            peaks = [None] * self.rank.world
+            dist.all_gather_object(peaks, own)
+        known = [p for p in peaks if p is not None]
+        whole = len(known) == len(peaks)
+        return {"peak_nvml_mib_devices": peaks, "peak_nvml_mib_max": max(known) if whole else None,
+                "peak_nvml_mib_sum": sum(known) if whole else None}
 
     def _overhead_fields(self, row: dict[str, Any]) -> dict[str, Any]:
         steps = [row[f"step_ms.{e}"] for e in ("high", "low") if row.get(f"step_ms.{e}")]
@@ -299,40 +324,81 @@ class Worker:
 
 
 RUNNER_GONE_EXIT = 3  # exit status of a worker that stopped because its runner was gone
+CASE_FAILED_EXIT = 4  # exit status of a rank of several whose case failed (torchrun then stops the others)
+
+
+class Rank:
+    """Which rank of its job this process is (torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.index = int(env.get("RANK", 0))
+        self.world = int(env.get("WORLD_SIZE", 1))
+        self.local = int(env.get("LOCAL_RANK", self.index))
+        self.local_world = int(env.get("LOCAL_WORLD_SIZE", self.world))
+
+    @property
+    def reports(self) -> bool:
+        """Rank 0 reports events and rows; the others only compute."""
+        return self.index == 0
 
 
 def _die_with_runner() -> None:
-    """Ask the kernel to kill this process when its parent (the runner) dies; exit if it already has."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    """Ask the kernel to kill this process when its parent (its launcher) dies; exit if it already has."""
+    from harness.launch import die_with_parent
+
+    die_with_parent()
     runner = os.environ.get(RUNNER_PID_ENV)
     if runner and os.getppid() != int(runner):  # it died while this process was starting
         os._exit(RUNNER_GONE_EXIT)
 
 
+def connect_events(path: str) -> Callable[[dict], None]:
+    """`emit(event)` writing to the launcher's socket at `path`; exits quietly once nobody listens."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:  # no socket, or nobody accepts: the launcher is gone
+        os._exit(RUNNER_GONE_EXIT)
+    stream = sock.makefile("w", encoding="utf-8")
+
+    def emit(event: dict) -> None:
+        try:
+            stream.write(json.dumps(event, allow_nan=False) + "\n")
+            stream.flush()  # each event at once: a worker killed next loses nothing it reported
+        except OSError:  # the runner is gone: nobody is left to report to
+            os._exit(RUNNER_GONE_EXIT)
+
+    return emit
+
+
+def _ignore(event: dict) -> None:
+    """The events of a rank other than 0: nobody reads them."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m harness.worker JOB.json EVENT_FD`."""
+    """Entry point: `python -m harness.worker JOB.json EVENTS_SOCKET`."""
     _die_with_runner()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the runner decides
-    job_path, fd = argv if argv is not None else sys.argv[1:]
+    job_path, events = argv if argv is not None else sys.argv[1:]
     job = WorkerJob.read(Path(job_path))
-    with os.fdopen(int(fd), "w", buffering=1, encoding="utf-8") as stream:
+    rank = Rank()
+    emit = connect_events(events) if rank.reports else _ignore
+    try:
+        finished = Worker(job, emit, rank).run()
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        traceback.print_exc()
+        emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
+        return 1
+    if rank.world == 1:
+        return 0
+    if not finished:
+        os._exit(CASE_FAILED_EXIT)  # at once: a clean exit would wait for collectives the others never join
+    from wan_runtime.parallel import shutdown
 
-        def emit(event: dict) -> None:
-            try:
-                stream.write(json.dumps(event, allow_nan=False) + "\n")
-            except BrokenPipeError:  # the runner is gone: nobody is left to report to
-                os._exit(RUNNER_GONE_EXIT)
-
-        try:
-            Worker(job, emit).run()
-        except OSError as exc:
-            if not is_no_space(exc):
-                raise
-            traceback.print_exc()
-            emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
-            return 1
+    shutdown()  # the process group ends before the rank does
     return 0
 
 

@@ -18,6 +18,6 @@ def poison(pipe: WanI2V, expert: str) -> WanI2V:
     return pipe
 
 
-def load(source, preset, device, memory, attention, observer) -> WanI2V:
-    """WanI2V.load, then the `EXPERT` expert's weights set to NaN."""
-    return poison(WanI2V.load(source, preset, device, memory, attention, observer), EXPERT)
+def load(source, preset, device, memory, attention, observer, **options) -> WanI2V:
+    """WanI2V.load (with the worker's other load options), then the `EXPERT` expert's weights set to NaN."""
+    return poison(WanI2V.load(source, preset, device, memory, attention, observer, **options), EXPERT)

@@ -1,4 +1,4 @@
-"""`wanbench compare BASELINE CURRENT`: the changes between two runs; exit 1 on a regression."""
+"""`wanbench compare BASELINE CURRENT [CURRENT ...]`: the changes between two runs; exit 1 on a regression."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "(including two runs with no case in common, unless --allow-empty).",
     )
     parser.add_argument("baseline", metavar="BASELINE", help="a run folder or a results .jsonl file")
-    parser.add_argument("current", metavar="CURRENT", help="a run folder or a results .jsonl file")
+    parser.add_argument("current", metavar="CURRENT", nargs="+",
+                        help="a run folder or a results .jsonl file; several folders are the shards of one run "
+                             "(wanbench run --shard), read as one")
     parser.add_argument(
         "--gate", dest="gates", action="append", default=[], metavar="METRIC=rel:R,abs:A",
         help="override one metric's thresholds (e.g. total_ms=rel:0.08,abs:500, psnr_db=abs:1) or drop it "
@@ -44,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     """Compare, print, write the optional files; 1 when something regressed."""
     markdown = check_output_file(args.markdown, "--markdown", "compare.md") if args.markdown else None
     csv_path = check_output_file(args.csv, "--csv", "compare.csv") if args.csv else None
-    gates, sources = resolve_gates(args.current, args.suite, args.gates)
-    comparison = compare_runs(args.baseline, args.current, gates, sources, args.alpha, args.min_repeats,
+    current = args.current[0] if len(args.current) == 1 else args.current
+    gates, sources = resolve_gates(current, args.suite, args.gates)
+    comparison = compare_runs(args.baseline, current, gates, sources, args.alpha, args.min_repeats,
                               allow_empty=args.allow_empty)
     print(render_text(comparison, everything=args.all))
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.cli import compare as compare_verb
 from harness.cli import list as list_verb
+from harness.cli import merge as merge_verb
 from harness.cli import report as report_verb
 from harness.cli import run as run_verb
 from harness.cli import serve as serve_verb
@@ -19,7 +20,8 @@ from harness.runlock import RunFolderBusy
 from harness.runner import RunInterrupted
 from wan_runtime.errors import WanError
 
-VERBS = {"list": list_verb, "run": run_verb, "report": report_verb, "compare": compare_verb, "serve": serve_verb}
+VERBS = {"list": list_verb, "run": run_verb, "report": report_verb, "compare": compare_verb, "serve": serve_verb,
+         "merge": merge_verb}
 
 
 def build_parser() -> argparse.ArgumentParser:

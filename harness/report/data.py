@@ -1,6 +1,7 @@
 """What a report reads: the latest row of each case of one or more run folders, labelled, with timelines.
 
-Several run folders can go into one report (e.g. one GPU call per resolution). Rows are read as
+Several run folders can go into one report (e.g. one GPU call per resolution); the shard folders of one
+run (`wanbench run --shard`) are read as that run. Rows are read as
 plain dicts (pandas would turn an int column holding a null into floats). Each case gets a label:
 its `case_id` when there is one run, else the parameters that vary across all the rows, so cases
 from different folders stay apart.
@@ -18,6 +19,7 @@ from typing import Any
 
 from harness import params as P
 from harness.results import RESULTS_FILE, TIMELINE_FILE, latest_rows, read_rows, results_path
+from harness.shards import RunFolders, read_folder, read_run
 from wan_runtime.errors import ConfigError
 
 # Parameters that set how much work a case is (its resolution and length), apart from how it runs.
@@ -134,12 +136,23 @@ class ReportData:
 
 
 def load_report_data(runs: list[str | Path]) -> ReportData:
-    """Read the latest rows of every run folder (or results file) and label the cases."""
+    """Read the latest rows of every run folder (or results file) and label the cases.
+
+    Folders that are the shards of one run (`wanbench run --shard`: one suite definition, each case in
+    one folder) are read as that one run; other folders are runs of their own.
+    """
     if not runs:
         raise ConfigError("give at least one run folder (a folder holding results.jsonl)")
+    one_run = _shards_of_one_run(runs)
     folders: list[Path] = []
     pairs: list[tuple[dict[str, Any], Path]] = []
-    for run in runs:
+    if one_run is not None:
+        folders = [f.path for f in one_run.folders]
+        origin = one_run.origin()
+        pairs = [(row, origin[row["case_id"]]) for row in one_run.latest()]
+        if not pairs:
+            raise ConfigError(f"{one_run.describe()} hold no result rows yet")
+    for run in runs if one_run is None else ():
         path = results_path(run)
         if not path.is_file():
             raise ConfigError(f"no results at {path}; give a run folder holding {RESULTS_FILE} "
@@ -160,7 +173,7 @@ def load_report_data(runs: list[str | Path]) -> ReportData:
         return json.dumps(P.jsonable(row.get(name, defaults.get(name))), sort_keys=True)
 
     varying = [n for n in names if len({value(row, n) for row, _ in pairs}) > 1]
-    if len(folders) == 1:
+    if len(folders) == 1 or one_run is not None:
         labels = [row["case_id"] for row, _ in pairs]
     else:
         labels = [",".join(f"{n}={P.format_value(row.get(n, defaults.get(n)))}" for n in varying) or row["case_id"]
@@ -172,3 +185,12 @@ def load_report_data(runs: list[str | Path]) -> ReportData:
                   for label, (_, folder) in zip(labels, pairs)]
     cases = [ReportCase(label, row, folder) for label, (row, folder) in zip(labels, pairs)]
     return ReportData(runs=folders, cases=cases, varying=varying)
+
+
+def _shards_of_one_run(runs: list[str | Path]) -> RunFolders | None:
+    """The folders read as one run when they are all shards of it (several folders, each run with --shard)."""
+    if len(runs) < 2 or not all(Path(run).is_dir() for run in runs):
+        return None
+    if any(read_folder(run).shard is None for run in runs):
+        return None
+    return read_run(runs)

@@ -8,9 +8,13 @@ The prompt scripts the behaviour, so a suite can sweep it:
   until PATH is gone (a test signals the processes meanwhile);
 - "fill-disk-if-exists:PATH": while PATH exists, fill the file system holding PATH in denoise_high
   (a file PATH.filler grows until the disk is full);
+- "rank-1-dies-if-exists:PATH": while PATH exists, rank 1 of several kills itself with SIGKILL in denoise_high
+  (rank 0 waits for it at the stage's end, as the real ranks wait in a collective);
 - "nan-seed": a normal generation that reports a NaN seed (a non-finite figure in the row);
 - anything else: a normal generation.
 Frames depend on the seed, the step count and the size only, so equal requests give equal videos.
+Loaded with a ParallelPlan under torchrun, every rank joins a gloo process group, the ranks wait for
+each other at the end of every stage, and only rank 0 gets frames (as WanI2V's ranks do).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +53,28 @@ class FakeResult:
 class FakePipeline:
     """WanI2V's interface without networks (first half of the steps on the high-noise expert)."""
 
-    def __init__(self, memory: MemoryPlan, device):
+    def __init__(self, memory: MemoryPlan, device, ranks: int = 1):
         self.memory = memory
         self.device = device
+        self.ranks = ranks
 
     @classmethod
-    def load(cls, source, preset, device, memory, attention, observer, cross_attention=None, compute=None):
-        """Report a `load` stage and return a pipeline."""
+    def load(cls, source, preset, device, memory, attention, observer, cross_attention=None, compute=None,
+             parallel=None):
+        """Report a `load` stage and return a pipeline (one rank of a torchrun job when WORLD_SIZE > 1)."""
         with observer.stage("load"):
-            pass
-        return cls(memory, device)
+            ranks = int(os.environ.get("WORLD_SIZE", 1)) if parallel is not None else 1
+            if ranks > 1:
+                import torch.distributed as dist
+
+                dist.init_process_group("gloo", timeout=timedelta(seconds=parallel.collective_timeout_s))
+        return cls(memory, device, ranks)
+
+    def _sync(self) -> None:
+        if self.ranks > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     @property
     def effective_placement(self) -> dict:
@@ -71,7 +88,7 @@ class FakePipeline:
         geo = geometry(request.size, request.frames, image_w, image_h)
         for stage in ("text_encode", "image_encode"):
             with obs.stage(stage):
-                pass
+                self._sync()
         experts = ["high"] * (request.steps // 2) + ["low"] * (request.steps - request.steps // 2)
         for expert in ("high", "low"):
             name = f"denoise_{expert}"
@@ -80,12 +97,15 @@ class FakePipeline:
                 for i, e in enumerate(experts):
                     if e == expert and (request.execute_steps is None or i in request.execute_steps):
                         obs.on_step(StepInfo(index=i, total=request.steps, timestep=1000.0 - i, expert=e, stage=name))
+                self._sync()
         with obs.stage("vae_decode"):
             rng = np.random.default_rng(request.seed)
             frames = rng.integers(0, 256, (geo.frames, geo.height, geo.width, 3), dtype=np.uint8)
             frames = (frames // request.steps * request.steps).astype(np.uint8)  # fewer steps: coarser
         with obs.stage("postprocess"):
-            pass
+            self._sync()
+        if int(os.environ.get("RANK", 0)) != 0:
+            frames = None
         seed = float("nan") if request.prompt == "nan-seed" else request.seed
         return FakeResult(frames, seed, geo, request.execute_steps is None,
                           experts.count("high"), experts.count("low"), [1000.0 - i for i in range(request.steps)],
@@ -101,6 +121,8 @@ class FakePipeline:
             return
         script, path = prompt.split(":", 1)
         if script == "die-if-exists" and Path(path).exists():
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif script == "rank-1-dies-if-exists" and Path(path).exists() and os.environ.get("RANK") == "1":
             os.kill(os.getpid(), signal.SIGKILL)
         elif script == "wait-while-exists":
             Path(path + ".started").write_text(str(os.getpid()))

@@ -23,6 +23,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.jobs import RUNNER_PID_ENV, CaseJob, WorkerJob, identity_fields
+from harness.launch import EventServer
 from harness.results import append_row, read_rows
 from harness.runner import FINISHED_STATUSES, RunOutcome, prepare_out_dir, run_suite
 from harness.suite import Suite, load_suite
@@ -285,7 +286,7 @@ def test_a_full_disk_ends_the_run_in_one_line_with_exit_4_and_the_rerun_complete
     real_write = os.write
 
     def full_for_the_second_row(fd, data):
-        if b'"case_id": "prompt=second"' in bytes(data):
+        if b'"case_id": "prompt=second"' in bytes(data) and b'"status"' in bytes(data):  # its row, not its timeline
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
@@ -337,7 +338,7 @@ def test_a_real_full_disk_keeps_finished_rows_and_the_rerun_completes(tmp_path, 
 
 
 # ---------------------------------------------------------------- a worker whose runner is gone
-def _start_worker(tmp_path: Path, event_fd: int, runner_pid: int | None) -> subprocess.CompletedProcess:
+def _start_worker(tmp_path: Path, events: str, runner_pid: int | None) -> subprocess.CompletedProcess:
     suite = load_suite(_write_suite(tmp_path, ["first"]))
     case = suite.cases[0]
     job = WorkerJob(suite="fault", group="all", out=str(tmp_path), preset="tiny", weights="synthetic", device="cpu",
@@ -349,23 +350,23 @@ def _start_worker(tmp_path: Path, event_fd: int, runner_pid: int | None) -> subp
     env.pop(RUNNER_PID_ENV, None)
     if runner_pid is not None:
         env[RUNNER_PID_ENV] = str(runner_pid)
-    return subprocess.run([sys.executable, "-m", "harness.worker", str(tmp_path / "job.json"), str(event_fd)],
-                          pass_fds=(event_fd,), env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    return subprocess.run([sys.executable, "-m", "harness.worker", str(tmp_path / "job.json"), events],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def test_a_worker_whose_event_pipe_breaks_exits_quietly(tmp_path):
-    read_fd, write_fd = os.pipe()
-    os.close(read_fd)  # the runner is gone
-    done = _start_worker(tmp_path, write_fd, runner_pid=None)
-    os.close(write_fd)
+def test_a_worker_whose_event_socket_is_gone_exits_quietly(tmp_path):
+    server = EventServer()
+    server.close()  # the runner is gone
+    done = _start_worker(tmp_path, server.path, runner_pid=None)
     assert done.returncode == RUNNER_GONE_EXIT and "Traceback" not in done.stderr
     assert not (tmp_path / "results.jsonl").exists()
 
 
 def test_a_worker_whose_runner_died_while_it_started_does_nothing(tmp_path):
-    read_fd, write_fd = os.pipe()
-    done = _start_worker(tmp_path, write_fd, runner_pid=os.getpid() + 1)  # not its parent: that one is gone
-    os.close(write_fd)
-    with os.fdopen(read_fd) as events:
-        assert events.read() == ""  # not even loaded
+    server = EventServer()
+    try:
+        done = _start_worker(tmp_path, server.path, runner_pid=os.getpid() + 1)  # not its parent: that one is gone
+        assert server.accept(lambda: False) is None  # it never connected: not even loaded
+    finally:
+        server.close()
     assert done.returncode == RUNNER_GONE_EXIT
