@@ -10,6 +10,8 @@ The prompt scripts the behaviour, so a suite can sweep it:
   (a file PATH.filler grows until the disk is full);
 - "rank-1-dies-if-exists:PATH": while PATH exists, rank 1 of several kills itself with SIGKILL in denoise_high
   (rank 0 waits for it at the stage's end, as the real ranks wait in a collective);
+- "rendezvous:DIR": in denoise_high, write this process's pid into DIR, then wait until two processes
+  have (a RuntimeError after 30 s: the two workers did not run at the same time);
 - "nan-seed": a normal generation that reports a NaN seed (a non-finite figure in the row);
 - anything else: a normal generation.
 Frames depend on the seed, the step count and the size only, so equal requests give equal videos.
@@ -130,6 +132,20 @@ class FakePipeline:
                 time.sleep(0.02)
         elif script == "fill-disk-if-exists" and Path(path).exists():
             _fill_disk(Path(path + ".filler"))
+        elif script == "rendezvous":
+            _rendezvous(Path(path), parties=2, timeout_s=30.0)
+
+
+def _rendezvous(folder: Path, parties: int, timeout_s: float) -> None:
+    """Wait until `parties` processes have written their pid into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(folder.iterdir())) < parties:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rendezvous: {len(list(folder.iterdir()))} of {parties} workers arrived within "
+                               f"{timeout_s:.0f} s (they did not run at the same time)")
+        time.sleep(0.02)
 
 
 def _fill_disk(filler: Path) -> None:

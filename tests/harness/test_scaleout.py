@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -69,17 +68,18 @@ def test_gpus_on_a_cpu_suite_gives_the_plain_runs_rows(plain, side_by_side):
     assert len(folder_rows(side_by_side[0])) == smoke_cases()  # one row per case: none lost, none twice
 
 
-def test_gpus_runs_one_worker_per_device_at_once(side_by_side):
+def test_gpus_pins_each_process_group_to_its_own_device(side_by_side):
     rows = folder_rows(side_by_side[0])
     pinned = {r["group"]: {r2["env.cuda_visible_devices"] for r2 in rows if r2["group"] == r["group"]} for r in rows}
     assert sorted(v for values in pinned.values() for v in values) == ["0", "1"]  # each group on its own device
-    spans = {}
-    for group in pinned:
-        times = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
-                 for r in rows if r["group"] == group]
-        spans[group] = (min(t[0] for t in times), max(t[1] for t in times))
-    (a_start, a_end), (b_start, b_end) = spans.values()
-    assert a_start < b_end and b_start < a_end  # the two groups ran at the same time
+
+
+def test_gpus_runs_the_process_groups_at_the_same_time(tmp_path):
+    # Each group's case waits for the other group's worker to arrive: run one after the other, they time out.
+    suite = load_suite(_fake_suite(tmp_path, [f"rendezvous:{tmp_path / 'arrived'}"]))
+    outcome = run_suite(suite, tmp_path / "out", factory=FAKE, stream=io.StringIO(), gpus="0,1")
+    assert outcome.statuses == {"ok": 2}
+    assert len(list((tmp_path / "arrived").iterdir())) == 2  # two worker processes met
 
 
 def test_the_progress_of_a_parallel_run_names_each_workers_device(side_by_side):
