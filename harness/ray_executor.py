@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from harness.atomic import write_atomic
 from harness.jobs import WorkerJob
 from harness.launch import REPO_ROOT, Launcher, LocalWorker, WorkerExit, WorkerHandle, WorkerSpec
 from wan_runtime.errors import ConfigError
@@ -185,9 +186,7 @@ def _tail(log: Path) -> str:
 def _write_file(path: Path, data: bytes) -> None:
     """A file shipped from a node, written atomically into the run folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def _append_log(path: Path, text: str) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from harness.atomic import write_atomic
 from wan_runtime.errors import ConfigError, WanError
 from wan_runtime.observer import STAGES
 
@@ -452,16 +453,10 @@ def replace_rows(path: Path, updated: dict[str, dict[str, Any]]) -> None:
     last_index = {row["case_id"]: i for i, row in enumerate(rows)}
     for case_id, row in updated.items():
         rows[last_index[case_id]] = guard_row(row)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    text = "".join(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n" for row in rows)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if is_no_space(exc):
             raise NoSpaceLeft(path, exc) from exc
         raise

@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import itertools
 import json
-import os
 import queue
 import signal
 import sys
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.atomic import write_atomic
 from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, frames_path, now_iso, slug
 from harness.launch import Launcher, LocalLauncher, WorkerExit, WorkerHandle, WorkerSpec, parse_gpus
 from harness.params import case_ranks
@@ -196,13 +196,7 @@ def prepare_out_dir(out: Path, suite: Suite, shard: Shard | None = None) -> str 
         "shard": str(shard) if shard else None,
         "cases": [c.case_id for _, cases in (shard.select(suite.groups()) if shard else suite.groups()) for c in cases],
     }, indent=1)
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, manifest)  # a crash never leaves half a run.json
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(manifest, text)  # a crash never leaves half a run.json
     return note
 
 
