@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.atomic import write_atomic
-from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, frames_path, now_iso, slug
+from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, now_iso, slug
 from harness.launch import Launcher, LocalLauncher, WorkerExit, WorkerHandle, WorkerSpec, parse_gpus
 from harness.params import case_ranks
 from harness.progress import Progress
