@@ -44,7 +44,7 @@ from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, lates
                              read_manifest, read_rows, results_path)
 from harness.shards import read_run
 from harness.stats import ALPHA, MIN_REPEATS, shift_test
-from wan_runtime.errors import ConfigError
+from wan_runtime.errors import ConfigError, first_line
 
 MATCH_FIELDS = ("preset", "device", "timing")  # besides every case parameter
 HIGHER_IS_BETTER = ("psnr_db", "ssim")
@@ -487,7 +487,7 @@ def render_text(comparison: Comparison, everything: bool = False) -> str:
         lines += ["", "status changes:"]
         for s in c.status_changes:
             flag = "REGRESSION" if s.is_regression else "fixed" if s.current == "ok" else "changed"
-            error = f": {s.error.splitlines()[0][:160]}" if s.error and s.current != "ok" else ""
+            error = f": {first_line(s.error, 160)}" if s.error and s.current != "ok" else ""
             lines.append(f"  {s.case}: {s.baseline} -> {s.current} ({flag}){error}")
     if c.only_baseline:
         lines += ["", "only in the baseline (not compared):", *[f"  {x}" for x in c.only_baseline]]
