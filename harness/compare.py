@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 from harness import params as P
-from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names,
-                             read_manifest, read_rows, results_path)
+from harness.results import GENERATE_STAGES, MANIFEST_FILE, metric_names, read_manifest, results_path
 from harness.shards import read_run
 from harness.stats import ALPHA, MIN_REPEATS, shift_test
 from wan_runtime.errors import ConfigError, first_line
@@ -201,14 +200,7 @@ def side_name(side: Side) -> str:
 def load_rows(side: Side) -> list[dict[str, Any]]:
     """The latest row of each case of a run folder, a results file or the shard folders of one run, as plain
     dicts (no pandas dtype changes)."""
-    if not isinstance(side, (str, Path)):
-        if len(side) != 1:
-            return read_run(side).latest()
-        side = side[0]
-    path = results_path(side)
-    if not path.is_file():
-        raise ConfigError(f"no results at {path}: give a run folder (holding {RESULTS_FILE}) or a results .jsonl file")
-    return latest_rows(read_rows(path))
+    return read_run([side] if isinstance(side, (str, Path)) else side).latest()
 
 
 # ---------------------------------------------------------------- the comparison
