@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from harness.atomic import write_atomic
 from harness.jobs import now_iso
-from harness.results import MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, write_tables
+from harness.results import MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, read_timeline, write_tables
 from harness.runlock import RunFolderBusy, RunLock, holder
 from harness.shards import RunFolders, read_run
 from wan_runtime.errors import ConfigError
@@ -64,7 +64,8 @@ def merge_runs(inputs: Sequence[str | Path], out: str | Path, allow_partial: boo
     with RunLock(out, command):
         outcome = MergeOutcome(out, len(run.rows), len(run.latest()), missing)
         write_atomic(out / RESULTS_FILE, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in run.rows))
-        write_atomic(out / TIMELINE_FILE, "".join(line + "\n" for line in _timeline_lines(run)))
+        write_atomic(out / TIMELINE_FILE, "".join(json.dumps(record, ensure_ascii=False) + "\n" for folder in run.folders
+                                                  for record in read_timeline(folder.path / TIMELINE_FILE)))
         for folder in run.folders:
             _copy_tree(folder.path / "frames", out / "frames", skip=".tmp.npy")
             _copy_tree(folder.path / "logs", out / "logs" / folder.path.name)
@@ -72,20 +73,6 @@ def merge_runs(inputs: Sequence[str | Path], out: str | Path, allow_partial: boo
         outcome.notes += _quality_across_shards(run, out)
         write_tables(out)
     return outcome
-
-
-def _timeline_lines(run: RunFolders):
-    """Each shard's timeline records (a torn last line, from an interrupted run, is left out)."""
-    for folder in run.folders:
-        path = folder.path / TIMELINE_FILE
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if isinstance(json.loads(line), dict):
-                    yield line
-            except json.JSONDecodeError:
-                continue
 
 
 def _copy_tree(source: Path, target: Path, skip: str | None = None) -> None:

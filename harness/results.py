@@ -422,6 +422,21 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_timeline(path: Path) -> list[dict[str, Any]]:
+    """The records of a timeline.jsonl, in order ([] without the file); a torn line (an interrupted run) is left out."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def check_row(row: Any, where: str) -> dict[str, Any]:
     """`row` if it is a result row this version can read, else a ConfigError naming `where`."""
     if not isinstance(row, dict):
