@@ -60,6 +60,7 @@ from wan_runtime.block_runner import ResidentBlocks, eager_call  # noqa: E402
 from wan_runtime.compile import compile_counts, compiled_block_call  # noqa: E402
 from wan_runtime.compute import ComputePlan  # noqa: E402
 from wan_runtime.config import A14B, DEFAULT_NEGATIVE_PROMPT, TINY, ModelConfig  # noqa: E402
+from wan_runtime.errors import first_line  # noqa: E402
 from wan_runtime.experts import load_expert  # noqa: E402
 from wan_runtime.fp8 import fp8_matmul_unavailable_reason  # noqa: E402
 from wan_runtime.memory import MemoryPlan  # noqa: E402
@@ -314,7 +315,7 @@ def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] 
             try:
                 row = run_plan(bench, plan, models, compiled_call, (x, t, context, y), repeats, exact_attention)
             except Exception as exc:  # noqa: BLE001 - one plan's failure must not lose the others
-                row = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]}
+                row = {"error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
             output = row.pop("output", None)
             if plan.name == "exact":
                 reference = output
@@ -406,7 +407,7 @@ def bench_attention(bench: Bench, sizes: list[str]) -> None:
                     reference = result
                 row.update(drift(result, reference))
             except Exception as exc:  # noqa: BLE001 - one backend's failure must not lose the others
-                row = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]}
+                row = {"error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
             rows[name] = row
             print(f"[{bench.elapsed():6.1f} s] attention {size} {name}: {row}", flush=True)
             bench.save()

@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 from harness import params as P
-from harness.results import (GENERATE_STAGES, MANIFEST_FILE, RESULTS_FILE, latest_rows, metric_names,
-                             read_manifest, read_rows, results_path)
+from harness.results import GENERATE_STAGES, MANIFEST_FILE, metric_names, read_manifest, results_path
 from harness.shards import read_run
 from harness.stats import ALPHA, MIN_REPEATS, shift_test
-from wan_runtime.errors import ConfigError
+from wan_runtime.errors import ConfigError, first_line
 
 MATCH_FIELDS = ("preset", "device", "timing")  # besides every case parameter
 HIGHER_IS_BETTER = ("psnr_db", "ssim")
@@ -201,14 +200,7 @@ def side_name(side: Side) -> str:
 def load_rows(side: Side) -> list[dict[str, Any]]:
     """The latest row of each case of a run folder, a results file or the shard folders of one run, as plain
     dicts (no pandas dtype changes)."""
-    if not isinstance(side, (str, Path)):
-        if len(side) != 1:
-            return read_run(side).latest()
-        side = side[0]
-    path = results_path(side)
-    if not path.is_file():
-        raise ConfigError(f"no results at {path}: give a run folder (holding {RESULTS_FILE}) or a results .jsonl file")
-    return latest_rows(read_rows(path))
+    return read_run([side] if isinstance(side, (str, Path)) else side).latest()
 
 
 # ---------------------------------------------------------------- the comparison
@@ -487,7 +479,7 @@ def render_text(comparison: Comparison, everything: bool = False) -> str:
         lines += ["", "status changes:"]
         for s in c.status_changes:
             flag = "REGRESSION" if s.is_regression else "fixed" if s.current == "ok" else "changed"
-            error = f": {s.error.splitlines()[0][:160]}" if s.error and s.current != "ok" else ""
+            error = f": {first_line(s.error, 160)}" if s.error and s.current != "ok" else ""
             lines.append(f"  {s.case}: {s.baseline} -> {s.current} ({flag}){error}")
     if c.only_baseline:
         lines += ["", "only in the baseline (not compared):", *[f"  {x}" for x in c.only_baseline]]

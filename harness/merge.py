@@ -15,14 +15,14 @@ with `wanbench run` like a folder of the whole suite.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.atomic import write_atomic
 from harness.jobs import now_iso
-from harness.results import MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, write_tables
+from harness.results import MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, read_timeline, write_tables
 from harness.runlock import RunFolderBusy, RunLock, holder
 from harness.shards import RunFolders, read_run
 from wan_runtime.errors import ConfigError
@@ -63,8 +63,9 @@ def merge_runs(inputs: Sequence[str | Path], out: str | Path, allow_partial: boo
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out, command):
         outcome = MergeOutcome(out, len(run.rows), len(run.latest()), missing)
-        _write_lines(out / RESULTS_FILE, (json.dumps(row, ensure_ascii=False) for row in run.rows))
-        _write_lines(out / TIMELINE_FILE, _timeline_lines(run))
+        write_atomic(out / RESULTS_FILE, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in run.rows))
+        write_atomic(out / TIMELINE_FILE, "".join(json.dumps(record, ensure_ascii=False) + "\n" for folder in run.folders
+                                                  for record in read_timeline(folder.path / TIMELINE_FILE)))
         for folder in run.folders:
             _copy_tree(folder.path / "frames", out / "frames", skip=".tmp.npy")
             _copy_tree(folder.path / "logs", out / "logs" / folder.path.name)
@@ -72,31 +73,6 @@ def merge_runs(inputs: Sequence[str | Path], out: str | Path, allow_partial: boo
         outcome.notes += _quality_across_shards(run, out)
         write_tables(out)
     return outcome
-
-
-def _write_lines(path: Path, lines) -> None:
-    """Write a JSONL file whole, atomically (a temp file renamed), forced to disk."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _timeline_lines(run: RunFolders):
-    """Each shard's timeline records (a torn last line, from an interrupted run, is left out)."""
-    for folder in run.folders:
-        path = folder.path / TIMELINE_FILE
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if isinstance(json.loads(line), dict):
-                    yield line
-            except json.JSONDecodeError:
-                continue
 
 
 def _copy_tree(source: Path, target: Path, skip: str | None = None) -> None:
@@ -115,9 +91,7 @@ def _write_manifest(out: Path, run: RunFolders, missing: list[int]) -> None:
     data: dict[str, Any] = {key: first.get(key) for key in ("suite", "fingerprint", "suite_file", "overrides")}
     data.update({"created": now_iso(), "shard": None, "merged_from": [str(f.path) for f in run.folders],
                  "missing_shards": missing, "cases": cases})
-    tmp = out / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST_FILE)
+    write_atomic(out / MANIFEST_FILE, json.dumps(data, indent=1))
 
 
 def _quality_across_shards(run: RunFolders, out: Path) -> list[str]:

@@ -23,7 +23,6 @@ from wan_runtime import spec
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import ModelConfig
 from wan_runtime.fields import Param, parameter, params_of
-from wan_runtime.load_options import LoadOptions
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.parallel.plan import ParallelPlan, check_guidance, check_launch
 from wan_runtime.request import GenerationRequest
@@ -63,11 +62,6 @@ def defaults() -> dict[str, Any]:
     return {name: p.default for name, p in _catalog().items() if not p.required}
 
 
-def required() -> list[str]:
-    """Parameters without a default (none: the harness gives the prompt)."""
-    return [name for name, p in _catalog().items() if p.required]
-
-
 def coerce(name: Any, value: Any) -> Any:
     """One parameter's value converted and checked, or a ConfigError with the runtime's text."""
     if not isinstance(name, str) or name not in _catalog():
@@ -98,11 +92,6 @@ def build_parallel_plan(params: dict[str, Any]) -> ParallelPlan:
 def case_ranks(params: dict[str, Any]) -> int:
     """GPUs (torchrun ranks) a case runs on: its ParallelPlan's world size under its memory plan."""
     return build_parallel_plan(params).world_size(build_memory_plan(params))
-
-
-def build_load_options(params: dict[str, Any]) -> LoadOptions:
-    """The LoadOptions of a case (attention backend, threads)."""
-    return spec.build(LoadOptions, params)
 
 
 def build_request(params: dict[str, Any], image: Any, execute_steps: frozenset[int] | None = None) -> GenerationRequest:

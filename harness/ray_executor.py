@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from harness.atomic import write_atomic
 from harness.jobs import WorkerJob
 from harness.launch import REPO_ROOT, Launcher, LocalWorker, WorkerExit, WorkerHandle, WorkerSpec
-from wan_runtime.errors import ConfigError
+from wan_runtime.errors import ConfigError, first_line
 
 LOG_TAIL_BYTES = 64 * 1024  # the end of a worker's log shipped back to the driver
 
@@ -63,7 +64,7 @@ class RayLauncher(Launcher):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"--address {address}" if address else "a local Ray"
                 raise ConfigError(f"{where}: Ray did not start ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); check the address "
+                                  f"{first_line(exc)}); check the address "
                                   "(auto, or ray://HOST:10001) and that the cluster runs") from None
             self._started = True
         resources = ray.cluster_resources()
@@ -120,8 +121,7 @@ class RayWorker(WorkerHandle):
                 else:
                     yield event
         except self.ray.exceptions.RayError as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            self._exit = WorkerExit(None, f"its Ray task was lost: {type(exc).__name__}: {first[:300]}")
+            self._exit = WorkerExit(None, f"its Ray task was lost: {type(exc).__name__}: {first_line(exc, 300)}")
             _append_log(self.spec.log, f"[wanbench] {self._exit.how}\n")
 
     def wait(self) -> WorkerExit:
@@ -185,9 +185,7 @@ def _tail(log: Path) -> str:
 def _write_file(path: Path, data: bytes) -> None:
     """A file shipped from a node, written atomically into the run folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def _append_log(path: Path, text: str) -> None:

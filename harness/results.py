@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from harness.atomic import write_atomic
 from wan_runtime.errors import ConfigError, WanError
 from wan_runtime.observer import STAGES
 
@@ -421,6 +422,21 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_timeline(path: Path) -> list[dict[str, Any]]:
+    """The records of a timeline.jsonl, in order ([] without the file); a torn line (an interrupted run) is left out."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def check_row(row: Any, where: str) -> dict[str, Any]:
     """`row` if it is a result row this version can read, else a ConfigError naming `where`."""
     if not isinstance(row, dict):
@@ -452,16 +468,10 @@ def replace_rows(path: Path, updated: dict[str, dict[str, Any]]) -> None:
     last_index = {row["case_id"]: i for i, row in enumerate(rows)}
     for case_id, row in updated.items():
         rows[last_index[case_id]] = guard_row(row)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    text = "".join(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n" for row in rows)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if is_no_space(exc):
             raise NoSpaceLeft(path, exc) from exc
         raise

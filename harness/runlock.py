@@ -31,6 +31,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from harness.atomic import write_atomic
 from wan_runtime.errors import ConfigError
 
 LOCK_FILE = "run.lock"
@@ -136,6 +137,4 @@ def _read_holder(folder: Path) -> Holder | None:
 
 def _write_holder(folder: Path, who: Holder) -> None:
     """Record the holder atomically (a reader never sees half a record)."""
-    tmp = folder / f"{HOLDER_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(asdict(who)), encoding="utf-8")
-    os.replace(tmp, folder / HOLDER_FILE)
+    write_atomic(folder / HOLDER_FILE, json.dumps(asdict(who)))

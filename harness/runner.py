@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import itertools
 import json
-import os
 import queue
 import signal
 import sys
@@ -42,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, frames_path, now_iso, slug
+from harness.atomic import write_atomic
+from harness.jobs import DEFAULT_FACTORY, CaseJob, WorkerJob, failure_row, now_iso, slug
 from harness.launch import Launcher, LocalLauncher, WorkerExit, WorkerHandle, WorkerSpec, parse_gpus
 from harness.params import case_ranks
 from harness.progress import Progress
@@ -51,7 +51,7 @@ from harness.results import (MANIFEST_FILE, RESULTS_FILE, TIMELINE_FILE, NoSpace
 from harness.runlock import RunLock
 from harness.shards import Shard
 from harness.suite import Case, Suite
-from wan_runtime.errors import ConfigError
+from wan_runtime.errors import ConfigError, first_line
 
 FINISHED_STATUSES = ("ok", "oom")  # an `error` row is retried by the next run
 
@@ -196,13 +196,7 @@ def prepare_out_dir(out: Path, suite: Suite, shard: Shard | None = None) -> str 
         "shard": str(shard) if shard else None,
         "cases": [c.case_id for _, cases in (shard.select(suite.groups()) if shard else suite.groups()) for c in cases],
     }, indent=1)
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, manifest)  # a crash never leaves half a run.json
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(manifest, text)  # a crash never leaves half a run.json
     return note
 
 
@@ -342,11 +336,6 @@ def group_ranks(cases: list[Case]) -> int:
     return case_ranks(cases[0].params)
 
 
-def _first_line(message: str | None) -> str:
-    """The console shows a failure's first line; the row keeps all of it (and the traceback)."""
-    return (message or "").split("\n", 1)[0]
-
-
 def _append(results: Path, row: dict[str, Any], progress: Progress) -> None:
     """Append a row; say so when a torn tail had to be cut first."""
     torn = append_row(results, row)
@@ -471,7 +460,7 @@ class _RunContext:
         row = _dead_worker_row(self.suite, attempt.group, case, self.references, self.out, self.factory,
                                attempt.state, exit, log)
         _append(self.results, row, self.progress)
-        self.progress.case_finished(case.case_id, "error", _first_line(row["error"]), attempt.handle.label)
+        self.progress.case_finished(case.case_id, "error", first_line(row["error"]), attempt.handle.label)
 
 
 def _pump(attempt_id: int, handle: WorkerHandle, events: queue.Queue) -> None:
@@ -482,7 +471,7 @@ def _pump(attempt_id: int, handle: WorkerHandle, events: queue.Queue) -> None:
         exit = handle.wait()
     except Exception as exc:  # the channel itself failed: the worker is stopped and counts as dead
         handle.kill()
-        exit = WorkerExit(None, f"its launcher failed: {type(exc).__name__}: {_first_line(str(exc))}")
+        exit = WorkerExit(None, f"its launcher failed: {type(exc).__name__}: {first_line(str(exc))}")
     events.put(("exit", attempt_id, exit))
 
 
@@ -501,7 +490,7 @@ def _handle(event: dict, state: _WorkerState, out: Path, progress: Progress, wor
         _append(out / RESULTS_FILE, row, progress)
         state.finished.add(row["case_id"])
         state.current = None
-        progress.case_finished(row["case_id"], row["status"], _first_line(row.get("error")), worker)
+        progress.case_finished(row["case_id"], row["status"], first_line(row.get("error")), worker)
     elif kind == "no_space":
         state.no_space = (event.get("path"), event.get("message") or "No space left on device")
     else:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy import stats
 
 ALPHA = 0.05  # significance level of shift_test (and of `wanbench compare --alpha`)
 MIN_REPEATS = 5  # fewer repeats a side: no test (one-sided p cannot fall below 1/C(2n, n) = 0.05 at 3 a side)
@@ -47,6 +46,8 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: Alternat
         raise ValueError("the Mann-Whitney U test needs at least one value on each side")
     if alternative not in ("greater", "less"):
         raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    from scipy import stats  # a second's import: only when a test runs (not for `wanbench --help`)
+
     pooled = np.asarray(list(x) + list(y), dtype=float)
     if len(np.unique(pooled)) == 1:  # every value equal: no evidence either way (scipy would divide by 0)
         return MannWhitney(n * m / 2.0, 1.0, "all values equal", n, m)
@@ -121,6 +122,8 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float | None]:
     """Intercept, slope and R^2 of the least-squares line y ~ a + b x (scipy.stats.linregress)."""
     if np.all(y == y[0]):  # a flat line: R^2 is undefined (no variance to explain)
         return float(y[0]), 0.0, None
+    from scipy import stats
+
     fit = stats.linregress(x, y)
     return float(fit.intercept), float(fit.slope), float(fit.rvalue) ** 2 if len(x) > 2 else None
 

@@ -56,6 +56,7 @@ from wan_runtime.config import get_preset
 from wan_runtime.errors import StageOutOfMemoryError
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.observer import Observer
+from wan_runtime.parallel.launch import LaunchEnv
 from wan_runtime.parallel.plan import ParallelPlan
 from wan_runtime.request import GenerationRequest
 
@@ -103,14 +104,14 @@ def _clean(value: Any) -> Any:
 class Worker:
     """Runs one job: load once, then each case (warmup, measured repeats, quality), one row per case."""
 
-    def __init__(self, job: WorkerJob, emit: Callable[[dict], None], rank: "Rank | None" = None):
+    def __init__(self, job: WorkerJob, emit: Callable[[dict], None], rank: LaunchEnv | None = None):
         self.job = job
         self.emit = emit
-        self.rank = rank or Rank()
+        self.rank = rank or LaunchEnv.read()
         self.device = torch.device(job.device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda and self.rank.world > 1:  # each rank on its own GPU of those the job was given
-            self.device = torch.device("cuda", self.rank.local)
+        if self.cuda and self.rank.world_size > 1:  # each rank on its own GPU of those the job was given
+            self.device = torch.device("cuda", self.rank.local_rank)
         elif self.cuda and self.device.index is None:  # "cuda" is the current device, index 0 in a fresh process
             self.device = torch.device("cuda", 0)
         self.config = get_preset(job.preset)
@@ -130,7 +131,7 @@ class Worker:
     def run(self) -> bool:
         """Load the pipeline, run every case until one fails; report each row. False when a case failed."""
         threads = environment.set_threads(self.job.cases[0].params.get("threads"), self.device,
-                                          self.job.host_workers * self.rank.local_world)  # before any work
+                                          self.job.host_workers * self.rank.local_world_size)  # before any work
         if self.cuda:
             torch.cuda.set_device(self.device)
         self.env = environment.collect(self.device) | threads
@@ -269,7 +270,7 @@ class Worker:
             repeats.append(rep)
         allocated, reserved = self.probe.peaks()
         devices = self._device_peaks(repeats)  # every rank takes part (a collective under several ranks)
-        if not self.rank.reports:
+        if self.rank.rank != 0:
             return {"status": "ok"}  # rank 0 reports the case; the others only computed their part
         for i, rep in enumerate(repeats):
             self.emit({"event": "timeline", "record": _clean(timeline_record(case.case_id, i, rep, self.sampler))})
@@ -298,10 +299,10 @@ class Worker:
         """NVML process peaks of every rank's device over the measured repeats (rank order), their max and sum."""
         own = self.sampler.peaks(repeats[0].start_s, repeats[-1].end_s)[0] if self.cuda and repeats else None
         peaks = [own]
-        if self.rank.world > 1:
+        if self.rank.world_size > 1:
             import torch.distributed as dist
 
-            peaks = [None] * self.rank.world
+            peaks = [None] * self.rank.world_size
             dist.all_gather_object(peaks, own)
         known = [p for p in peaks if p is not None]
         whole = len(known) == len(peaks)
@@ -325,22 +326,6 @@ class Worker:
 
 RUNNER_GONE_EXIT = 3  # exit status of a worker that stopped because its runner was gone
 CASE_FAILED_EXIT = 4  # exit status of a rank of several whose case failed (torchrun then stops the others)
-
-
-class Rank:
-    """Which rank of its job this process is (torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)."""
-
-    def __init__(self, environ: dict[str, str] | None = None):
-        env = os.environ if environ is None else environ
-        self.index = int(env.get("RANK", 0))
-        self.world = int(env.get("WORLD_SIZE", 1))
-        self.local = int(env.get("LOCAL_RANK", self.index))
-        self.local_world = int(env.get("LOCAL_WORLD_SIZE", self.world))
-
-    @property
-    def reports(self) -> bool:
-        """Rank 0 reports events and rows; the others only compute."""
-        return self.index == 0
 
 
 def _die_with_runner() -> None:
@@ -382,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the runner decides
     job_path, events = argv if argv is not None else sys.argv[1:]
     job = WorkerJob.read(Path(job_path))
-    rank = Rank()
-    emit = connect_events(events) if rank.reports else _ignore
+    rank = LaunchEnv.read()
+    emit = connect_events(events) if rank.rank == 0 else _ignore  # rank 0 reports; the others only compute
     try:
         finished = Worker(job, emit, rank).run()
     except OSError as exc:
@@ -392,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         emit({"event": "no_space", "path": exc.filename or job.out, "message": f"{exc.strerror or exc}"})
         return 1
-    if rank.world == 1:
+    if rank.world_size == 1:
         return 0
     if not finished:
         os._exit(CASE_FAILED_EXIT)  # at once: a clean exit would wait for collectives the others never join

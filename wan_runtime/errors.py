@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def first_line(message: object, limit: int | None = None) -> str:
+    """The first line of an error message (an exception or its text; None is ""), stripped, cut at `limit` chars.
+
+    What a one-line report shows of a message that may run over several lines (a traceback, a driver's dump).
+    """
+    lines = ("" if message is None else str(message)).strip().splitlines()
+    return (lines[0].strip() if lines else "")[:limit]
+
+
 class WanError(Exception):
     """Base class of every error the runtime raises on purpose."""
 

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wan_runtime.compute import Matmul
+from wan_runtime.errors import first_line
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448.0
@@ -166,7 +167,7 @@ def fp8_matmul_unavailable_reason(device: torch.device | str) -> str | None:
         probe = FP8Linear.from_linear(nn.Linear(32, 16).to(device=device, dtype=torch.bfloat16), matmul="fp8")
         probe(torch.ones(2, 32, device=device, dtype=torch.bfloat16))
     except Exception as exc:  # noqa: BLE001 - whatever the build says is the reason
-        return f"torch {torch.__version__} cannot run a row-wise scaled fp8 matmul here ({str(exc).splitlines()[0]})"
+        return f"torch {torch.__version__} cannot run a row-wise scaled fp8 matmul here ({first_line(exc)})"
     return None
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from wan_runtime.errors import BackendUnavailableError
+from wan_runtime.errors import BackendUnavailableError, first_line
 from wan_runtime.fp8 import FP8_DTYPE, FP8_MAX
 
 HOW_TO_GET = ("nvidia-cudnn-frontend is not installed: pip install nvidia-cudnn-frontend "
@@ -154,8 +154,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     # pygraph's "no engine proposed a plan (the backend declined: WHY; python engines declined: ...)"
     if "the backend declined: " in text:
         text = text.split("the backend declined: ", 1)[1].split("; python engines", 1)[0]
-    line = text.splitlines()[0].strip() if text else ""
-    return (line or type(exc).__name__)[:limit]
+    return (first_line(text) or type(exc).__name__)[:limit]
 
 
 def _indexed(device: torch.device) -> torch.device:

@@ -28,7 +28,7 @@ from wan_runtime.budget import VramBudget, apply_vram_budget
 from wan_runtime.compile import block_call
 from wan_runtime.compute import ComputePlan
 from wan_runtime.config import DEFAULT_NEGATIVE_PROMPT, ModelConfig, get_preset
-from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError
+from wan_runtime.errors import ConfigError, NonFiniteError, StageOutOfMemoryError, first_line
 from wan_runtime.experts import PlacedExpert, effective_placement, load_expert
 from wan_runtime.images import conditioning_tensor, image_to_tensor, load_image
 from wan_runtime.memory import MemoryPlan
@@ -506,7 +506,7 @@ def _stage(obs: Observer, name: str) -> Iterator[None]:
     except torch.OutOfMemoryError as exc:
         raise StageOutOfMemoryError(
             name,
-            f"out of GPU memory in stage {name!r}: {str(exc).splitlines()[0]} "
+            f"out of GPU memory in stage {name!r}: {first_line(exc)} "
             f"Options that would help: {_OOM_ADVICE.get(name, 'a smaller size')}.",
         ) from exc
 

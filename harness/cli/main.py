@@ -18,7 +18,7 @@ from harness.cli.common import ExitCode, add_debug_argument
 from harness.results import NoSpaceLeft
 from harness.runlock import RunFolderBusy
 from harness.runner import RunInterrupted
-from wan_runtime.errors import WanError
+from wan_runtime.errors import WanError, first_line
 
 VERBS = {"list": list_verb, "run": run_verb, "report": report_verb, "compare": compare_verb, "serve": serve_verb,
          "merge": merge_verb}
@@ -64,6 +64,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say what and where in one line, the traceback on request
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{Path(frame.filename).name}:{frame.lineno}"
-        text = (str(exc).splitlines() or [""])[0]
-        return fail(f"unexpected error: {type(exc).__name__}: {text} (at {where}); this is a bug in wanbench: "
+        return fail(f"unexpected error: {type(exc).__name__}: {first_line(exc)} (at {where}); this is a bug in wanbench: "
                     "rerun with --debug for the traceback and report it", ExitCode.INTERNAL)

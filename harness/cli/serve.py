@@ -19,9 +19,7 @@ import sys
 from typing import Any
 
 from harness.cli.common import ExitCode, check_output_folder
-from harness.serve import intake
-from harness.serve.intake import fixed_names
-from harness.serve.service import ServiceLimits
+from harness.serve.limits import MIB, ServiceLimits
 from wan_runtime import spec
 from wan_runtime.cli import add_param_flag
 from wan_runtime.compute import ComputePlan
@@ -30,7 +28,6 @@ from wan_runtime.errors import ConfigError, ParameterError
 from wan_runtime.memory import MemoryPlan
 
 DEFAULTS = ServiceLimits()
-MIB = 2**20
 
 
 def flag_of(name: str) -> str:
@@ -88,7 +85,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def fixed_values(args: argparse.Namespace) -> dict[str, Any]:
     """The parameters fixed for the service (plan, load options, limits.*): flags over the spec's defaults."""
-    given = {name: getattr(args, name) for name in fixed_names() if getattr(args, name) is not None}
+    from harness.serve import intake  # it loads torch (the memory check): only once the verb runs
+
+    given = {name: getattr(args, name) for name in intake.fixed_names() if getattr(args, name) is not None}
     try:
         return intake.fixed_values(given)
     except ParameterError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import params as P
-from harness.results import RESULTS_FILE, TIMELINE_FILE, latest_rows, read_rows, results_path
+from harness.results import RESULTS_FILE, TIMELINE_FILE, latest_rows, read_rows, read_timeline, results_path
 from harness.shards import RunFolders, read_folder, read_run
 from wan_runtime.errors import ConfigError
 
@@ -116,15 +116,7 @@ class ReportData:
     def timeline(self, case: ReportCase) -> list[dict[str, Any]]:
         """The sidecar records (one per measured repeat) of the case's latest attempt."""
         if case.run not in self._timelines:
-            path = case.run / TIMELINE_FILE
-            lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-            records = []
-            for line in lines:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a torn last line from an interrupted run
-                    continue
-            self._timelines[case.run] = records
+            self._timelines[case.run] = read_timeline(case.run / TIMELINE_FILE)
         attempt: list[dict[str, Any]] = []
         for record in self._timelines[case.run]:
             if record.get("case_id") != case.row["case_id"]:

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from harness.serve.intake import PARAMS_EXAMPLE
 from harness.serve.jobqueue import QueueFull
 from harness.serve.service import JobConflict, Service, ServiceStopping, UnknownJob
-from wan_runtime.errors import ConfigError, ParameterError
+from wan_runtime.errors import ConfigError, ParameterError, first_line
 
 MIB = 2**20
 
@@ -223,8 +223,7 @@ def _add_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed:\n%s", request.method, request.url.path, "".join(traceback.format_exception(exc)))
-        text = (str(exc).splitlines() or [""])[0][:300]
-        return _problem(500, f"unexpected {type(exc).__name__}: {text} (a bug: the service log holds the traceback)")
+        return _problem(500, f"unexpected {type(exc).__name__}: {first_line(exc, 300)} (a bug: the service log holds the traceback)")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -29,7 +29,7 @@ from harness.nvml import NvmlSampler
 from harness.probe import Probe
 from harness.serve.jobs import Job, State
 from harness.summary import Repeat, memory_fields, timing_fields
-from wan_runtime.errors import NonFiniteError, StageOutOfMemoryError, WanError
+from wan_runtime.errors import NonFiniteError, StageOutOfMemoryError, WanError, first_line
 from wan_runtime.observer import StepInfo
 from wan_runtime.request import GenerationRequest
 from wan_runtime.video_io import write_mp4
@@ -144,12 +144,11 @@ def _failure(exc: Exception, probe: Probe) -> tuple[str | None, str]:
     if isinstance(exc, NonFiniteError):
         return f"denoise_{exc.expert}", str(exc)
     if isinstance(exc, torch.OutOfMemoryError):
-        return stage, f"out of memory in stage {stage!r}: {str(exc).splitlines()[0]}"
+        return stage, f"out of memory in stage {stage!r}: {first_line(exc)}"
     if isinstance(exc, WanError):
         return stage, str(exc)
     log.error("job failed unexpectedly:\n%s", "".join(traceback.format_exception(exc)))
-    text = (str(exc).splitlines() or [""])[0][:300]
-    return stage, f"unexpected {type(exc).__name__}: {text} (a bug: the service log holds the traceback)"
+    return stage, f"unexpected {type(exc).__name__}: {first_line(exc, 300)} (a bug: the service log holds the traceback)"
 
 
 def _recover(pipe) -> None:

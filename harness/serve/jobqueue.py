@@ -59,11 +59,6 @@ class JobQueue:
             self._closed = True
             self._ready.notify_all()
 
-    def waiting(self) -> list[str]:
-        """The ids waiting, oldest first."""
-        with self._ready:
-            return list(self._ids)
-
     def __len__(self) -> int:
         with self._ready:
             return len(self._ids)

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Mapping
 
 import torch
@@ -31,24 +31,13 @@ from harness.serve.execute import Outcome, run_job
 from harness.serve.intake import checked_request, check_filename, read_image, read_params, request_params
 from harness.serve.jobqueue import JobQueue, QueueFull
 from harness.serve.jobs import Job, State
+from harness.serve.limits import ServiceLimits
 from harness.serve.store import JobStore
 from wan_runtime import spec
 from wan_runtime.errors import WanError
 from wan_runtime.request import GenerationRequest
 
 log = logging.getLogger("wanbench.serve")
-
-MIB = 2**20
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What one service accepts and how long it waits on shutdown (the CLI's --queue-size ... flags)."""
-
-    queue_size: int = 4  # jobs waiting beside the running one; one more is answered 429
-    max_upload_bytes: int = 32 * MIB  # whole multipart body; a larger one is answered 413
-    max_image_pixels: int = 4096 * 4096  # checked from the picture's header, before decoding
-    shutdown_grace_s: float = 30.0  # how long the running job may take to finish when the service stops
 
 
 class UnknownJob(LookupError):

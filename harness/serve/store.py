@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import write_atomic
 from harness.runlock import RunLock
 from harness.serve.jobs import JOB_ID, Job
 from wan_runtime.errors import ConfigError
@@ -26,20 +27,6 @@ from wan_runtime.errors import ConfigError
 log = logging.getLogger("wanbench.serve")
 
 JOBS_DIR, INPUTS_DIR, VIDEOS_DIR = "jobs", "inputs", "videos"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` whole or not at all (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, allow_nan=False, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class JobStore:
@@ -82,7 +69,7 @@ class JobStore:
 
     def save(self, job: Job) -> None:
         """Write the job's record (atomically)."""
-        write_json_atomic(self.record_path(job.id), job.record())
+        write_atomic(self.record_path(job.id), json.dumps(job.record(), allow_nan=False, ensure_ascii=False))
 
     def save_input(self, job_id: str, data: bytes) -> None:
         """Keep an upload until its job has run, forced to disk (a restart runs the job from it)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -20,6 +22,13 @@ def test_list_prints_the_expanded_cases_and_runs_nothing(capsys, tmp_path, monke
     assert "6 cases in 2 process group(s)" in out
     assert "size=96*64,steps=4,text_encoder=offload_after" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_parser_of_every_verb_loads_neither_torch_nor_scipy():
+    code = ("import sys; from harness.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'scipy', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_a_bad_override_exits_2_with_the_problem_named(capsys):

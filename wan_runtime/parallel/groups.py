@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-from wan_runtime.errors import ParallelError
+from wan_runtime.errors import ParallelError, first_line
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RankGroup:
         except torch.OutOfMemoryError:
             raise  # the stage reports it, with its advice
         except RuntimeError as exc:  # DistBackendError, gloo's "connection closed by peer", timeouts
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc) or type(exc).__name__
             raise ParallelError(
                 f"rank {self.ranks[self.index]}: {what} with ranks {list(self.ranks)} failed ({first}); another "
                 f"rank died or did not answer within collective_timeout_s={self.timeout_s:g}: see its log"

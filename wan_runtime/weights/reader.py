@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 from safetensors import SafetensorError, safe_open
 
-from wan_runtime.errors import WeightsError
+from wan_runtime.errors import WeightsError, first_line
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -109,8 +109,7 @@ class PickleShard:
                 ) from None
             raise WeightsError(f"cannot read {self.path} ({exc}): {_REDOWNLOAD}") from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WeightsError(f"cannot read {self.path} ({first_line}): {_REDOWNLOAD}") from None
+            raise WeightsError(f"cannot read {self.path} ({first_line(exc) or type(exc).__name__}): {_REDOWNLOAD}") from None
         if not isinstance(obj, Mapping):
             raise WeightsError(
                 f"{self.path} holds a {type(obj).__name__}, not a state dict (name -> tensor); "
