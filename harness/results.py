@@ -216,11 +216,6 @@ def metric_names() -> list[str]:
     return names
 
 
-def schema_markdown() -> str:
-    """SCHEMA as a markdown table (for docs and `wanbench schema`)."""
-    lines = ["| field | type | unit | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{d.name}` | {d.kind} | {d.unit} | {d.doc} |" for d in SCHEMA]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- writing
