@@ -46,7 +46,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -247,10 +247,21 @@ def fastest_plan(bench: Bench, attention: str) -> Plan:
     return Plan("fastest", "fp8", attention, compiled=True, needs=needs)
 
 
-def plans(bench: Bench, exact: str) -> list[Plan]:
+def combined_plan(bench: Bench, name: str) -> Plan:
+    """`compiled:ATTN` (compiled bf16) or `fastest:ATTN` (compiled + fp8 compute) with self-attention ATTN."""
+    base, _, attention = name.partition(":")
+    if base not in ("compiled", "fastest") or attention not in REGISTRY:
+        raise ValueError(f"unknown plan {name!r}: write compiled:ATTN or fastest:ATTN, ATTN one of {sorted(REGISTRY)}")
+    if base == "compiled":
+        return Plan(name, "bf16", attention, compiled=True, needs=attention_reason(bench.device, attention))
+    return replace(fastest_plan(bench, attention), name=name)
+
+
+def plans(bench: Bench, exact: str, combined: tuple[str, ...] = ()) -> list[Plan]:
     """The plans of the benchmark, each with the reason it cannot run on this machine (if any).
 
     `fastest` is listed with exact attention; bench_forward gives it the quickest one measured.
+    `combined` adds plans named compiled:ATTN / fastest:ATTN (a compiled plan with a chosen attention).
     """
     return [
         Plan("exact", "bf16", exact),
@@ -259,6 +270,7 @@ def plans(bench: Bench, exact: str) -> list[Plan]:
         *(Plan(name, "bf16", name, needs=attention_reason(bench.device, name)) for name in LOSSY_ATTENTION),
         Plan("fp8", "fp8", exact, needs=fp8_matmul_unavailable_reason(bench.device)),
         fastest_plan(bench, exact),
+        *(combined_plan(bench, name) for name in combined),
     ]
 
 
@@ -295,7 +307,7 @@ def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] 
         rows = forward.setdefault(size, {"tokens": latent[0] * latent[1] * latent[2] // 4})
         reference = None
         estimate = 30.0 if size == "720p" else 8.0  # seconds per forward on an H100-class card
-        listed = plans(bench, exact_attention)
+        listed = plans(bench, exact_attention, tuple(n for n in only or () if ":" in n))
         for plan in listed:
             if only is not None and plan.name not in only and plan.name != "exact":
                 continue
@@ -497,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards after the first call")
     parser.add_argument("--skip-text-encoder", action="store_true")
     parser.add_argument("--plans", default=None, help="comma-separated subset of the forward plans "
-                        "(exact,diffusers,compiled,sage,flash_attn4,cudnn_fp8,fp8,fastest); exact always runs")
+                        "(exact,diffusers,compiled,sage,flash_attn4,cudnn_fp8,fp8,fastest, and compiled:ATTN or "
+                        "fastest:ATTN for a compiled plan with self-attention ATTN); exact always runs")
     parser.add_argument("--profile", action="store_true", help="kernel profile of one block at the first size")
     args = parser.parse_args(argv)
 
