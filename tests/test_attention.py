@@ -65,6 +65,12 @@ def test_missing_flash_attn_package_names_it_and_lists_available_backends(monkey
     assert "['auto', 'math']" in message
 
 
+def test_flash_attn_namespace_of_flash_attention_4_alone_is_not_flash_attention_2(monkeypatch):
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))  # only flash_attn.cute there
+    with pytest.raises(BackendUnavailableError, match="FlashAttention-2.*not installed.*'flash_attn4'"):
+        check_backend("flash_attn2", "cpu")
+
+
 def test_missing_package_backend_raises_from_attention_call(monkeypatch):
     monkeypatch.setitem(sys.modules, "sageattention", None)
     q, k, v = _qkv()

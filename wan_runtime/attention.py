@@ -109,12 +109,16 @@ class PackageBackend:
     # A last check once the package, the device and its capability pass (the package's own verdict), or None.
     check: Callable[[ModuleType, torch.device], str | None] | None = None
     head_dims: tuple[int, ...] | None = None  # the head dims the kernels take (None: whatever the package checks)
+    # A function the module must hold: `flash_attn` imports as an empty namespace where only
+    # FlashAttention-4 (flash_attn.cute) is installed, which is not FlashAttention-2.
+    entry_point: str | None = None
 
     def _import(self) -> ModuleType | None:
         try:
-            return importlib.import_module(self.module)
+            module = importlib.import_module(self.module)
         except Exception:  # a broken build (missing CUDA symbols) is as unusable as a missing one
             return None
+        return None if self.entry_point and not hasattr(module, self.entry_point) else module
 
     def unavailable_reason(self, device: torch.device) -> str | None:
         """Why this backend cannot run on `device`, or None (a missing package is named first)."""
@@ -192,9 +196,10 @@ _REGISTERED: tuple[Backend, ...] = (
     SdpaBackend("math", SDPBackend.MATH, cuda_only=False),
     PackageBackend(
         "flash_attn2", "flash_attn",
-        "flash_attn is not installed: it has no wheels on PyPI; build it from source "
-        "(pip install flash-attn --no-build-isolation)",
-        _flash_attn,
+        "flash_attn (FlashAttention-2) is not installed: it has no wheels on PyPI; build it from source "
+        "(pip install flash-attn --no-build-isolation); a flash_attn holding only flash_attn.cute is "
+        "FlashAttention-4: attention 'flash_attn4'",
+        _flash_attn, entry_point="flash_attn_func",
     ),
     PackageBackend(
         "flash_attn3", "flash_attn_interface",
