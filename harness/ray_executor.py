@@ -61,11 +61,15 @@ class RayLauncher(Launcher):
                              runtime_env={"env_vars": env})
                 else:
                     ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = f"--address {address}" if address else "a local Ray"
-                raise ConfigError(f"{where}: Ray did not start ({type(exc).__name__}: "
-                                  f"{first_line(exc)}); check the address "
-                                  "(auto, or ray://HOST:10001) and that the cluster runs") from None
+            except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+                # OSError: a local Ray whose own programs (gcs_server, raylet) cannot be started
+                why = f"({type(exc).__name__}: {first_line(exc)})"
+                if address:
+                    raise ConfigError(f"--address {address}: Ray did not start {why}; check the address "
+                                      "(auto, or ray://HOST:10001) and that the cluster runs") from None
+                raise ConfigError(f"a local Ray did not start {why}; check Ray's installation on this machine "
+                                  "(`ray start --head` says what is wrong) or give --address of a running "
+                                  "cluster") from None
             self._started = True
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,18 @@ def test_without_ray_the_ray_executor_is_a_one_line_error(tmp_path, monkeypatch,
     assert capsys.readouterr().err == ("wanbench run: --executor ray needs Ray, which is not installed: pip install "
                                        "'wanbench[ray]' (or pip install 'ray>=2.9')\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_local_ray_that_cannot_start_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    def init(**_):  # what a Ray whose gcs_server lost its execute bit raises (seen on a GPU machine)
+        raise PermissionError(13, "Permission denied", "/site/ray/core/src/ray/gcs/gcs_server")
+
+    broken = types.SimpleNamespace(is_initialized=lambda: False, init=init)
+    monkeypatch.setitem(sys.modules, "ray", broken)
+    assert main(["run", "smoke", "--out", str(tmp_path / "out"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wanbench run: a local Ray did not start (PermissionError: ") and "gcs_server" in err
+    assert "`ray start --head` says what is wrong" in err and "bug" not in err
 
 
 def test_ray_with_gpus_is_refused(tmp_path, capsys):
