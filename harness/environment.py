@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -81,6 +82,9 @@ def host_devices() -> list[str] | None:
         return None
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def interconnect() -> str | None:
     """How the host's GPUs are linked (`nvidia-smi topo -m`: NVLink, PCIe switches, NUMA); None without it."""
     tool = shutil.which("nvidia-smi")
@@ -90,7 +94,8 @@ def interconnect() -> str | None:
         done = subprocess.run([tool, "topo", "-m"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    # nvidia-smi underlines the header with terminal escapes even into a pipe: keep the plain table
+    return ANSI_ESCAPE.sub("", done.stdout).strip() or None if done.returncode == 0 else None
 
 
 def set_threads(threads: int | None, device: torch.device, workers: int = 1) -> dict[str, Any]:

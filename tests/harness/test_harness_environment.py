@@ -1,8 +1,9 @@
-"""The environment of a row: the threads torch ran with and how busy the host was."""
+"""The environment of a row: the threads torch ran with, how busy the host was, how its GPUs are linked."""
 
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,15 @@ def test_a_host_loaded_beyond_its_cores_is_busy_and_warned_about(monkeypatch):
 def test_a_quiet_host_is_not_warned_about(monkeypatch):
     monkeypatch.setattr(environment.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert environment.busy_warning(environment.host_load() | {"env.cpu_count": 2}) is None
+
+
+def test_the_interconnect_is_nvidia_smis_table_without_terminal_escapes(monkeypatch):
+    # as nvidia-smi 580 prints it into a pipe on one H200 (header underlined with escapes)
+    printed = "\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\x1b[0m\nGPU0\t X \t0-15\t0\n"
+    monkeypatch.setattr(environment.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(environment.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=printed, stderr=""))
+    assert environment.interconnect() == "GPU0\tCPU Affinity\tNUMA Affinity\nGPU0\t X \t0-15\t0"
 
 
 def test_a_suites_threads_are_set_for_the_worker_and_recorded():
