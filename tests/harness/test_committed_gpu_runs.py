@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from harness.report import build_report
-from harness.results import latest_rows, read_rows, undocumented_fields
+from harness.results import deterministic_fields, latest_rows, read_rows, undocumented_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 H100 = ROOT / "baselines" / "h100-a14b"
 RUNS = sorted(p.parent for p in H100.glob("*/results.jsonl"))
 H200 = ROOT / "baselines" / "h200-speed"
-H200_RUNS = sorted(p.parent for p in H200.glob("*/results.jsonl"))
+H200_RUNS = sorted(p.parent for p in H200.rglob("results.jsonl"))  # scaleout-smoke-cuda/ holds three
 BENCH = ["bench-h100-832x480", "bench-h100-1280x720", "bench-h100-swap-832x480", "bench-h100-swap-1280x720"]
 
 
@@ -41,7 +41,7 @@ def test_the_readme_bench_h100_table_is_the_committed_runs_report(tmp_path):
     assert float(swap.group(6)) == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
 
 
-@pytest.mark.parametrize("run", H200_RUNS, ids=[r.name for r in H200_RUNS])
+@pytest.mark.parametrize("run", H200_RUNS, ids=[str(r.relative_to(H200)) for r in H200_RUNS])
 def test_every_committed_h200_run_reads_with_documented_fields_and_finished_cases(run):
     rows = latest_rows(read_rows(run / "results.jsonl"))
     assert rows and {r["status"] for r in rows} == {"ok"}
@@ -64,3 +64,45 @@ def test_the_readme_480p_end_to_end_figures_are_the_committed_h200_runs():
     assert figures[4] == pytest.approx(fastest["stage_ms.compile"] / 1000, abs=0.05)
     assert figures[5] == pytest.approx(fastest["step_ms.high"] / 1000, abs=0.005)
     assert figures[6] == pytest.approx(fastest["peak_nvml_mib"] / 1024, abs=0.05)
+
+
+def _rows(folder: Path) -> dict[str, dict]:
+    return {row["case_id"]: row for row in latest_rows(read_rows(folder / "results.jsonl"))}
+
+
+def test_the_committed_scaleout_runs_on_a_gpu_give_the_plain_runs_rows():
+    def same(a, b):  # floats (PSNR, SSIM) within 1e-5, as bench/scaleout.py compares them
+        if isinstance(a, float) and isinstance(b, float):
+            return a == pytest.approx(b, rel=1e-5)
+        return a == b
+
+    plain = _rows(H200 / "scaleout-smoke-cuda" / "plain")
+    assert len(plain) == 6
+    for launcher in ("gpus0", "ray"):
+        rows = _rows(H200 / "scaleout-smoke-cuda" / launcher)
+        assert rows.keys() == plain.keys()
+        for case_id, row in rows.items():
+            mine, reference = deterministic_fields(row), deterministic_fields(plain[case_id])
+            assert mine.keys() == reference.keys()
+            assert [k for k in mine if not same(mine[k], reference[k])] == [], (launcher, case_id)
+
+
+def test_the_readme_flash_attention_4_figures_are_the_committed_h200_runs():
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text(encoding="utf-8"))
+    e2e = re.search(r"compiled \+ `flash_attn4` ([\d.]+) s \(([\d.]+) s per step, ([\d.]+) GiB\); compiled \+ "
+                    r"`matmul: fp8` \+ `flash_attn4` ([\d.]+) s \(([\d.]+) s per step, ([\d.]+) GiB\)", readme)
+    quality = re.search(r"compiled \+ `flash_attn4` ([\d.]+) dB / ([\d.]+) \(exact kernels: bf16 rounding alone\), "
+                        r"compiled \+ `matmul: fp8` \+ `flash_attn4` ([\d.]+) dB / ([\d.]+)", readme)
+    assert e2e is not None and quality is not None
+    runs = _rows(H200 / "e2e-480p-fa4")
+    for plan, (total, step, peak) in (("weight_dtype=bf16,matmul=native", e2e.groups()[:3]),
+                                      ("weight_dtype=fp8,matmul=fp8", e2e.groups()[3:])):
+        row = runs[plan]
+        assert float(total) == pytest.approx(row["total_ms"] / 1000, abs=0.05)
+        assert float(step) == pytest.approx(row["step_ms.high"] / 1000, abs=0.005)
+        assert float(peak) == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
+    drift = _rows(H200 / "speed-quality-fa4")
+    for plan, (psnr, ssim) in (("compile=blocks,attention=flash_attn4,weight_dtype=bf16,matmul=native", quality.groups()[:2]),
+                               ("compile=blocks,attention=flash_attn4,weight_dtype=fp8,matmul=fp8", quality.groups()[2:])):
+        assert float(psnr) == pytest.approx(drift[plan]["psnr_db"], abs=0.05)
+        assert float(ssim) == pytest.approx(drift[plan]["ssim"], abs=0.0005)
