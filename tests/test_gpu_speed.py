@@ -1,4 +1,5 @@
-"""The speed options on a GPU: compiled blocks (inductor) match eager within bf16 rounding; SageAttention,
+"""The speed options on a GPU: compiled blocks (inductor) match eager within bf16 rounding, and so does
+FlashAttention-4 (exact attention), eager or compiled; SageAttention,
 cuDNN fp8 attention and fp8 compute are lossy, and their drift is printed and kept within a loose bound;
 the pinned text encoder gives the resident one's embeddings. Speed is measured by bench/speed.py, never here.
 
@@ -97,6 +98,39 @@ def test_compiled_blocks_match_eager_within_bf16_rounding(setup):
     assert frames == 1  # block 2 reused block 1's compile
     assert torch.equal(compiled, again)
     assert drift < 4e-3  # fused kernels round differently; bf16 itself is 2^-8 = 3.9e-3
+
+
+needs_flash_attn4 = pytest.mark.skipif(
+    "flash_attn4" not in available_backends("cuda") if torch.cuda.is_available() else True,
+    reason="flash-attn-4 is not installed (bench/fa4_wheels.sh carries it to a GPU machine)")
+
+
+@needs_flash_attn4
+def test_flash_attention_4_gives_the_cudnn_output_within_bf16_rounding(setup):
+    out, drift = _with_self_attention(setup, "flash_attn4")
+    print(f"FlashAttention-4 (self) vs cuDNN: rel L2 {drift:.2e}")
+    assert drift < 4e-3  # exact attention: only the kernels' bf16 rounding differs
+
+
+@needs_flash_attn4
+def test_compiled_blocks_with_flash_attention_4_match_its_eager_blocks(setup):
+    expert, inputs, _ = setup
+    torch._dynamo.reset()
+    runner = expert.runner
+    expert.set_attention("flash_attn4", "cudnn")
+    try:
+        with torch.inference_mode():
+            eager = expert(*inputs)
+            expert.runner = ResidentBlocks(compiled_block_call())
+            before = compile_counts()
+            compiled = expert(*inputs)
+            frames = compile_counts()["frames"] - before["frames"]
+    finally:
+        expert.runner = runner
+        expert.set_attention("cudnn")
+    drift = _rel_l2(compiled, eager)
+    print(f"compiled vs eager, FlashAttention-4: rel L2 {drift:.2e}")
+    assert frames == 1 and drift < 4e-3  # FA4 is one opaque op in the compiled block
 
 
 @pytest.mark.skipif("sage" not in available_backends("cuda") if torch.cuda.is_available() else True,
