@@ -18,7 +18,7 @@
 #                                   and prints the PYTHONPATH to export:
 #                                   $SITE:$SITE/nvidia_cutlass_dsl/dsl_packages (the wheels' .pth file,
 #                                   which adds the second, is not read from a PYTHONPATH folder)
-# Measured with it: baselines/h200-speed/README.md (FA4 reaches 676 TFLOP/s on an H200 at 75,600 tokens).
+# Measured with it: baselines/h200-speed/README.md (FA4: 676-688 TFLOP/s on an H200 at 75,600 tokens, two calls).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"

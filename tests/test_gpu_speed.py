@@ -51,6 +51,16 @@ def _cudnn_fp8_skip_reason() -> str | None:
 needs_cudnn_fp8 = pytest.mark.skipif(_cudnn_fp8_skip_reason() is not None, reason=str(_cudnn_fp8_skip_reason()))
 
 
+def needs_backend(name: str, reason: str) -> pytest.MarkDecorator:
+    """Skip unless attention backend `name` (an optional package) runs on this machine's GPU."""
+    return pytest.mark.skipif(name not in available_backends("cuda") if torch.cuda.is_available() else True,
+                              reason=reason)
+
+
+needs_flash_attn4 = needs_backend("flash_attn4", "flash-attn-4 is not installed (bench/fa4_wheels.sh carries it "
+                                                 "to a GPU machine)")
+
+
 def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -100,11 +110,6 @@ def test_compiled_blocks_match_eager_within_bf16_rounding(setup):
     assert drift < 4e-3  # fused kernels round differently; bf16 itself is 2^-8 = 3.9e-3
 
 
-needs_flash_attn4 = pytest.mark.skipif(
-    "flash_attn4" not in available_backends("cuda") if torch.cuda.is_available() else True,
-    reason="flash-attn-4 is not installed (bench/fa4_wheels.sh carries it to a GPU machine)")
-
-
 @needs_flash_attn4
 def test_flash_attention_4_gives_the_cudnn_output_within_bf16_rounding(setup):
     out, drift = _with_self_attention(setup, "flash_attn4")
@@ -133,8 +138,7 @@ def test_compiled_blocks_with_flash_attention_4_match_its_eager_blocks(setup):
     assert frames == 1 and drift < 4e-3  # FA4 is one opaque op in the compiled block
 
 
-@pytest.mark.skipif("sage" not in available_backends("cuda") if torch.cuda.is_available() else True,
-                    reason="sageattention is not installed")
+@needs_backend("sage", "sageattention is not installed")
 def test_sage_attention_drift_is_reported_and_bounded(setup):
     out, drift = _with_self_attention(setup, "sage")
     print(f"SageAttention (self) vs cuDNN: rel L2 {drift:.2e}")

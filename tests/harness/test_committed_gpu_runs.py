@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.report import build_report
-from harness.results import deterministic_fields, latest_rows, read_rows, undocumented_fields
+from harness.results import latest_rows, read_rows, undocumented_fields
+from scaleout_runs import deterministic, folder_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 H100 = ROOT / "baselines" / "h100-a14b"
@@ -71,20 +72,11 @@ def _rows(folder: Path) -> dict[str, dict]:
 
 
 def test_the_committed_scaleout_runs_on_a_gpu_give_the_plain_runs_rows():
-    def same(a, b):  # floats (PSNR, SSIM) within 1e-5, as bench/scaleout.py compares them
-        if isinstance(a, float) and isinstance(b, float):
-            return a == pytest.approx(b, rel=1e-5)
-        return a == b
-
-    plain = _rows(H200 / "scaleout-smoke-cuda" / "plain")
+    runs = H200 / "scaleout-smoke-cuda"
+    plain = deterministic(folder_rows(runs / "plain"))
     assert len(plain) == 6
     for launcher in ("gpus0", "ray"):
-        rows = _rows(H200 / "scaleout-smoke-cuda" / launcher)
-        assert rows.keys() == plain.keys()
-        for case_id, row in rows.items():
-            mine, reference = deterministic_fields(row), deterministic_fields(plain[case_id])
-            assert mine.keys() == reference.keys()
-            assert [k for k in mine if not same(mine[k], reference[k])] == [], (launcher, case_id)
+        assert deterministic(folder_rows(runs / launcher)) == plain, launcher
 
 
 def test_the_readme_flash_attention_4_figures_are_the_committed_h200_runs():
