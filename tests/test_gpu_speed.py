@@ -171,6 +171,50 @@ def test_cudnn_fp8_self_attention_drift_in_the_blocks_is_reported_and_bounded(se
     assert torch.isfinite(out).all() and drift < 0.1
 
 
+needs_fa3_fp8 = needs_backend("fa3_fp8", "the FlashAttention-3 fp8 library is not built or not on a Hopper GPU "
+                                         "(bash bench/fa3_build.sh, WANBENCH_FA3_LIB)")
+
+
+@needs_fa3_fp8
+@pytest.mark.parametrize("shape", [(1, 4680, 40, 128), (2, 2048, 40, 128), (1, 1000, 3, 128)])  # [B, L, H, D]
+def test_fa3_fp8_attention_drift_against_cudnn_bf16_is_reported_and_bounded(shape):
+    gen = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16) for _ in range(3))
+    with torch.inference_mode():
+        fp8 = resolve_attention("fa3_fp8", "cuda")(q, k, v)
+        exact = resolve_attention("cudnn", "cuda")(q, k, v)
+    drift = _rel_l2(fp8, exact)
+    print(f"FlashAttention-3 fp8 vs cuDNN bf16 attention {list(shape)}: rel L2 {drift:.3e}")
+    assert fp8.shape == q.shape and fp8.dtype == torch.bfloat16 and torch.isfinite(fp8).all()
+    # four e4m3 roundings (q, k, P, v; O is written in bf16): ~0.05, as tests/test_fa3_attention.py emulates;
+    # under 0.01 the fp8 kernel did not run, over 0.08 a scale or stride is wrong (1000 tokens: a partial tile)
+    assert 0.01 < drift < 0.08
+
+
+@needs_fa3_fp8
+def test_compiled_blocks_with_fa3_fp8_match_its_eager_blocks(setup):
+    expert, inputs, eager_cudnn = setup
+    torch._dynamo.reset()
+    runner = expert.runner
+    expert.set_attention("fa3_fp8", "cudnn")
+    try:
+        with torch.inference_mode():
+            eager = expert(*inputs)
+            expert.runner = ResidentBlocks(compiled_block_call())
+            before = compile_counts()
+            compiled = expert(*inputs)
+            frames = compile_counts()["frames"] - before["frames"]
+    finally:
+        expert.runner = runner
+        expert.set_attention("cudnn")
+    drift, fp8_drift = _rel_l2(compiled, eager), _rel_l2(eager, eager_cudnn)
+    print(f"compiled vs eager, fa3_fp8: rel L2 {drift:.2e} (fa3_fp8 vs cuDNN, 2 blocks: {fp8_drift:.2e})")
+    # The quantization is fused into the compiled block. Its power-of-two scales are exact, but the fused
+    # RoPE rounds q and k to bf16 a little differently, and e4m3's 2^-4 steps turn some of those 2^-9
+    # differences into one-step flips: a few 1e-3 up to ~1e-2, still far below fa3_fp8's own drift.
+    assert frames == 1 and drift < 0.03 and fp8_drift < 0.1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or fp8_matmul_unavailable_reason("cuda") is not None,
                     reason="no fp8 tensor cores")
 def test_fp8_compute_drift_is_reported_and_bounded(setup):

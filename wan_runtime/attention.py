@@ -17,7 +17,9 @@ package backend too. The same custom op calls it, so a compiled block stays one 
 quantization runs inside the op (inductor cannot fuse those few memory passes over q, k and v with the
 RoPE before them, which keeps the op simple and the same compiled or eager; bench/speed.py times the
 whole call). Resolving it builds a small fp8 graph once per device, so a cuDNN or GPU that cannot run
-it is refused at load with cuDNN's reason, not at the first step.
+it is refused at load with cuDNN's reason, not at the first step. `fa3_fp8` (FlashAttention-3's fp8
+kernel, a library built by bench/fa3_build.sh, wan_runtime/fa3_attention.py) is its own backend: its
+quantization is plain torch that a compiled block fuses, and only the kernel is an opaque custom op.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wan_runtime.errors import BackendUnavailableError
+from wan_runtime.fa3_attention import Fa3Fp8Backend
 from wan_runtime.fp8_attention import HOW_TO_GET as CUDNN_FRONTEND_HOW_TO_GET
 from wan_runtime.fp8_attention import MIN_CAPABILITY as CUDNN_FP8_CAPABILITY
 from wan_runtime.fp8_attention import CudnnFp8Attention
@@ -184,7 +187,7 @@ def _sage_attn(module: ModuleType, q, k, v) -> torch.Tensor:
 # cuDNN fp8 attention: its handles and built graphs live in this one object (one per process).
 _CUDNN_FP8 = CudnnFp8Attention()
 
-Backend = SdpaBackend | PackageBackend
+Backend = SdpaBackend | PackageBackend | Fa3Fp8Backend
 
 # The registry: every backend by name, in the order they are listed to users. The names are the
 # load option's vocabulary (load_options.AttentionBackend); a test keeps the two equal.
@@ -221,6 +224,7 @@ _REGISTERED: tuple[Backend, ...] = (
         "cudnn_fp8", "cudnn", CUDNN_FRONTEND_HOW_TO_GET, _CUDNN_FP8,
         min_capability=CUDNN_FP8_CAPABILITY, check=_CUDNN_FP8.unavailable_reason,
     ),
+    Fa3Fp8Backend(),  # FlashAttention-3's fp8 kernel, a library bench/fa3_build.sh builds (WANBENCH_FA3_LIB)
 )
 REGISTRY: MappingProxyType[str, Backend] = MappingProxyType({b.name: b for b in _REGISTERED})
 BACKENDS: tuple[str, ...] = tuple(REGISTRY)

@@ -73,7 +73,12 @@ Q, K, V, DESCALE_Q, DESCALE_K, DESCALE_V, DESCALE_S, SCALE_S, SCALE_O, O, AMAX_S
 
 def e4m3_scale(amax: torch.Tensor) -> torch.Tensor:
     """The largest power of two s <= 2^15 with amax * s <= 448, fp32 [1, 1, 1, 1] on amax's device."""
-    amax = amax.float().reshape(1, 1, 1, 1)
+    return e4m3_scales(amax.reshape(1, 1, 1, 1))
+
+
+def e4m3_scales(amax: torch.Tensor) -> torch.Tensor:
+    """`e4m3_scale` of every element of `amax` (fp32, amax's shape)."""
+    amax = amax.float()
     scale = torch.exp2(torch.floor(torch.log2(FP8_MAX / amax))).clamp(max=MAX_SCALE)  # amax 0: inf, clamped
     # log2 of the quotient can round up across a power of two; step down where the product overflows
     return torch.where(amax * scale > FP8_MAX, scale * 0.5, scale)
@@ -254,4 +259,4 @@ class CudnnFp8Attention:
 
 
 __all__ = ["HOW_TO_GET", "MIN_CAPABILITY", "MIN_CUDNN", "O_HEADROOM", "P_SCALE", "CudnnFp8Attention", "Fp8Graph", "build_graph",
-           "e4m3_scale", "one_line", "quantize_e4m3"]
+           "e4m3_scale", "e4m3_scales", "one_line", "quantize_e4m3"]

@@ -14,7 +14,7 @@ from wan_runtime.fields import check_fields, parameter
 
 # Names of the attention backends (wan_runtime/attention.py implements each of them).
 AttentionBackend = Literal["auto", "cudnn", "flash", "efficient", "math", "flash_attn2", "flash_attn3", "flash_attn4",
-                           "sage", "cudnn_fp8"]
+                           "sage", "cudnn_fp8", "fa3_fp8"]
 
 # A sanity ceiling on CPU threads: more than any machine this runs on has cores.
 MAX_THREADS = 4096
