@@ -17,9 +17,10 @@ says so):
        sage           ours, SageAttention for self-attention, cuDNN for cross-attention
        flash_attn4    ours, FlashAttention-4 for self-attention (only where it is installed)
        cudnn_fp8      ours, cuDNN's fp8 attention for self-attention (cudnn-frontend, Hopper), cuDNN cross
+       fa3_fp8        ours, FlashAttention-3's fp8 kernel for self-attention (bench/fa3_build.sh, Hopper)
        fp8            ours, fp8 storage + fp8 compute (matmul: fp8), cuDNN
        fastest        compiled + fp8 compute + the self-attention of the quickest of exact, sage,
-                      flash_attn4 and cudnn_fp8 at the first size (chosen there, kept for the others)
+                      flash_attn4, cudnn_fp8 and fa3_fp8 at the first size (chosen there, kept for the others)
    Each is called twice: the first call's time (`first_s`) includes a compile or a kernel build, the
    second is the forward (`s`); `compile_s` = first_s - s. Drift against `exact`: relative L2,
    cosine and a PSNR over the output tensor (peak = the reference's range). Dynamo's counters prove
@@ -72,7 +73,7 @@ GPU_SIZES = {"720p": (21, 90, 160), "480p": (21, 60, 104)}
 DRY_SIZES = {"720p": (2, 10, 16), "480p": (2, 6, 10)}
 PROMPT = "An astronaut waves at the camera while the flag behind her moves in the wind"
 # Optional attention kernels: measured where they run, a `skipped` row with the reason where not.
-LOSSY_ATTENTION = ("sage", "flash_attn4", "cudnn_fp8")
+LOSSY_ATTENTION = ("sage", "flash_attn4", "cudnn_fp8", "fa3_fp8")
 # Forward plans whose self-attention the `fastest` plan may take (each is eager bf16 with it).
 FASTEST_CANDIDATES = ("exact", *LOSSY_ATTENTION)
 
@@ -280,7 +281,8 @@ def quickest_attention(rows: dict[str, Any], listed: list[Plan]) -> str | None:
     return min(timed, key=lambda plan: rows[plan.name]["s"]).attention if timed else None
 
 
-def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] | None = None) -> None:
+def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] | None = None,
+                  exact_last_blocks: int = 0) -> None:
     """Every plan (or those in `only`) at every size; `exact` first at each size (the drift reference)."""
     from helpers import diffusers_sharing
 
@@ -294,7 +296,8 @@ def bench_forward(bench: Bench, sizes: list[str], repeats: int, only: list[str] 
     if fp8_matmul_unavailable_reason(device) is None:
         plan = MemoryPlan(weight_dtype="fp8")
         expert, built["fp8"] = bench.timed(lambda: load_expert("synthetic", cfg, "high", plan, device, exact_attention,
-                                                               compute=ComputePlan(matmul="fp8")))
+                                                               compute=ComputePlan(matmul="fp8",
+                                                                                   exact_last_blocks=exact_last_blocks)))
         models["fp8"] = expert.model
     compiled_call = compiled_block_call(bench.compile_backend)
     bench.results["allocated_gib_after_build"] = round(torch.cuda.memory_allocated() / 2**30, 2) if not dry else None
@@ -509,9 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards after the first call")
     parser.add_argument("--skip-text-encoder", action="store_true")
     parser.add_argument("--plans", default=None, help="comma-separated subset of the forward plans "
-                        "(exact,diffusers,compiled,sage,flash_attn4,cudnn_fp8,fp8,fastest, and compiled:ATTN or "
+                        "(exact,diffusers,compiled,sage,flash_attn4,cudnn_fp8,fa3_fp8,fp8,fastest, and compiled:ATTN or "
                         "fastest:ATTN for a compiled plan with self-attention ATTN); exact always runs")
     parser.add_argument("--profile", action="store_true", help="kernel profile of one block at the first size")
+    parser.add_argument("--exact-last-blocks", type=int, default=0,
+                        help="the fp8-compute plans keep the last N blocks in bf16 (ComputePlan.exact_last_blocks)")
     args = parser.parse_args(argv)
 
     if not args.dry and not torch.cuda.is_available():
@@ -528,13 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
     bench = Bench(args.out, device, TINY if args.dry else A14B, args.budget_s, args.compile_backend)
     bench.results.update(environment=environment(device), dry=args.dry, sizes=sizes,
-                         compile_backend=args.compile_backend, budget_s=args.budget_s)
+                         compile_backend=args.compile_backend, budget_s=args.budget_s,
+                         exact_last_blocks=args.exact_last_blocks)
     bench.save()
     if not args.skip_text_encoder:
         bench_text_encoder(bench, repeats=3)
         print(f"[{bench.elapsed():6.1f} s] text encoder: {bench.results['text_encoder']}", flush=True)
     bench_attention(bench, sizes)
-    bench_forward(bench, sizes, args.repeats, args.plans.split(",") if args.plans else None)
+    bench_forward(bench, sizes, args.repeats, args.plans.split(",") if args.plans else None, args.exact_last_blocks)
     if args.profile and (args.dry or bench.fits(60)):
         bench_profile(bench, sizes[0])
     bench.save()

@@ -20,7 +20,8 @@ FP8_COMPUTE = ComputePlan(matmul="fp8")
 
 
 def test_the_default_plan_is_eager_with_native_matmuls():
-    assert ComputePlan().to_dict() == {"compile": "none", "compile_backend": "inductor", "matmul": "native"}
+    assert ComputePlan().to_dict() == {"compile": "none", "compile_backend": "inductor", "matmul": "native",
+                                       "exact_last_blocks": 0}
 
 
 def test_unknown_matmul_is_refused_with_the_choices():
@@ -62,3 +63,43 @@ def test_tiny_pipeline_with_fp8_compute_runs_on_the_cpu_and_reports_its_drift():
     assert layers and all(m.matmul == "fp8" for m in layers)
     quality = psnr_db(compute.generate(tiny_request()).frames, storage.generate(tiny_request()).frames)
     assert 35.0 < quality < 100.0  # lossy, but close: measured 42.5 dB against fp8 storage (bf16 compute)
+
+
+def test_exact_last_blocks_without_fp8_compute_names_the_fix():
+    with pytest.raises(ConfigError, match="exact_last_blocks=4 .* needs matmul='fp8' \\(got 'native'\\)"):
+        ComputePlan(exact_last_blocks=4).check_memory(MemoryPlan(weight_dtype="fp8"))
+
+
+def test_exact_last_blocks_cannot_stream_one_block_layout():
+    plan = ComputePlan(matmul="fp8", exact_last_blocks=2)
+    with pytest.raises(ConfigError, match="dit_blocks='stream' copies every block into buffers of one layout"):
+        plan.check_memory(MemoryPlan(weight_dtype="fp8", experts="swap", dit_blocks="stream"))
+
+
+def test_a_negative_exact_last_blocks_is_refused():
+    with pytest.raises(ConfigError, match="exact_last_blocks"):
+        ComputePlan(matmul="fp8", exact_last_blocks=-1)
+
+
+def test_only_the_blocks_before_the_exact_ones_compute_in_fp8():
+    plan = ComputePlan(matmul="fp8", exact_last_blocks=12)
+    assert [plan.fp8_block(i, 40) for i in (0, 27, 28, 39)] == [True, True, False, False]
+    assert not ComputePlan().fp8_block(0, 40)
+
+
+@pytest.mark.skipif(fp8_matmul_unavailable_reason("cpu") is not None, reason="this torch has no CPU fp8 matmul")
+def test_the_last_blocks_keep_their_bf16_weights_and_the_expert_runs():
+    memory = MemoryPlan(weight_dtype="fp8")
+    mixed = load_expert("synthetic", TINY, "high", memory, "cpu",
+                        compute=ComputePlan(matmul="fp8", exact_last_blocks=1)).model
+    everything = load_expert("synthetic", TINY, "high", memory, "cpu", compute=FP8_COMPUTE).model
+    first, last = mixed.blocks[0], mixed.blocks[-1]
+    assert any(isinstance(m, FP8Linear) and m.matmul == "fp8" for m in first.modules())
+    assert not any(isinstance(m, FP8Linear) for m in last.modules())
+    assert torch.equal(first.ffn[0].weight, everything.blocks[0].ffn[0].weight)  # the same fp8 values
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1, 16, 2, 8, 8, generator=gen), torch.randn(1, 20, 2, 8, 8, generator=gen)
+    context = torch.randn(1, TINY.dit.text_len, TINY.dit.text_dim, generator=gen)
+    with torch.inference_mode():
+        out, fp8_out = mixed(x, torch.tensor([900.0]), context, y), everything(x, torch.tensor([900.0]), context, y)
+    assert torch.isfinite(out).all() and not torch.equal(out, fp8_out)

@@ -13,6 +13,9 @@
                      It reads the stored fp8 weights as they are, so it needs weight_dtype="fp8":
                      storage and compute stay two named choices (fp8 storage alone is the memory
                      option with bf16 compute; fp8 compute is the speed option on top of it).
+    exact_last_blocks with matmul "fp8": the last N blocks of each expert keep their bf16 weights and
+                     matmuls. Measured on an H200 (A14B, one forward): fp8's drift comes mostly
+                     from the late blocks, and each exact block costs ~0.026 s at 720p.
 
 Attention backends are chosen by name beside the plan (load options `attention`, `cross_attention`).
 This module imports no torch: the parameter spec (and so `wan-generate --help`) reads it.
@@ -47,6 +50,9 @@ class ComputePlan:
     matmul: Matmul = parameter(
         "native", "fp8: block matmuls on fp8 tensor cores with per-token activation scales (lossy; needs "
         "weight_dtype=fp8 and an Ada or Hopper GPU); native: in the compute dtype")
+    exact_last_blocks: int = parameter(
+        0, "with matmul=fp8: the last N DiT blocks of each expert keep bf16 weights and matmuls (the late "
+        "blocks carry most of fp8's drift); 0: every block in fp8", ge=0)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -58,6 +64,18 @@ class ComputePlan:
                 f"matmul='fp8' multiplies the fp8-stored block weights as they are, so it needs "
                 f"weight_dtype='fp8' (got {memory.weight_dtype!r}); set weight_dtype=fp8"
             )
+        if self.exact_last_blocks and self.matmul != "fp8":
+            raise ConfigError(
+                f"exact_last_blocks={self.exact_last_blocks} keeps some blocks out of fp8 compute, so it needs "
+                f"matmul='fp8' (got {self.matmul!r}); set matmul=fp8 or exact_last_blocks=0")
+        if self.exact_last_blocks and memory.dit_blocks == "stream":
+            raise ConfigError(
+                f"exact_last_blocks={self.exact_last_blocks} mixes bf16 and fp8 blocks, and dit_blocks='stream' "
+                "copies every block into buffers of one layout; use dit_blocks=resident or exact_last_blocks=0")
+
+    def fp8_block(self, index: int, num_blocks: int) -> bool:
+        """Whether block `index` of `num_blocks` computes in fp8 (False: bf16 weights and matmuls)."""
+        return self.matmul == "fp8" and index < num_blocks - self.exact_last_blocks
 
     def check(self, memory: MemoryPlan, device: "torch.device | str") -> None:
         """Raise a clear error when this plan cannot run with `memory` on `device`."""

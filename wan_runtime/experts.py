@@ -192,7 +192,7 @@ def load_expert(source: str | Path, cfg: ModelConfig, expert: Expert, plan: Memo
         part = _part(model, index)
         if synthetic:
             materialize_synthetic(part, seed, dtype, device)
-        if fp8 and index is not None:
+        if fp8 and index is not None and (compute.matmul != "fp8" or compute.fp8_block(index, len(model.blocks))):
             part.to(device)  # quantize where the arithmetic is fast
             quantize_linears(part, matmul=compute.matmul)
         if mode == "resident":
