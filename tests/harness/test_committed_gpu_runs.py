@@ -6,6 +6,7 @@ schema change that leaves them unreadable, or a README figure that drifts from i
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -96,5 +97,37 @@ def test_the_readme_flash_attention_4_figures_are_the_committed_h200_runs():
     drift = _rows(H200 / "speed-quality-fa4")
     for plan, (psnr, ssim) in (("compile=blocks,attention=flash_attn4,weight_dtype=bf16,matmul=native", quality.groups()[:2]),
                                ("compile=blocks,attention=flash_attn4,weight_dtype=fp8,matmul=fp8", quality.groups()[2:])):
+        assert float(psnr) == pytest.approx(drift[plan]["psnr_db"], abs=0.05)
+        assert float(ssim) == pytest.approx(drift[plan]["ssim"], abs=0.0005)
+
+
+def test_the_readme_flash_attention_3_figures_are_the_committed_h200_runs():
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text(encoding="utf-8"))
+    forward = json.loads((H200 / "bench-speed-fa3.json").read_text())["forward"]
+    for plan, label in (("compiled:fa3_fp8", r"`compile: blocks` \+ `fa3_fp8`"),
+                        ("fastest:fa3_fp8", r"fastest: `compile: blocks` \+ `matmul: fp8` \+ `fa3_fp8`")):
+        row = re.search(rf"\| {label} \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+) dB \| ([\d.]+) \| ([\d.]+)x \|", readme)
+        assert row is not None, plan
+        s720, x720, psnr, s480, x480 = (float(g) for g in row.groups())
+        assert s720 == pytest.approx(forward["720p"][plan]["s"], abs=0.005)
+        assert x720 == pytest.approx(forward["720p"][plan]["speedup_vs_diffusers"], abs=0.0005)
+        assert psnr == pytest.approx(forward["720p"][plan]["psnr_db"], abs=0.05)
+        assert s480 == pytest.approx(forward["480p"][plan]["s"], abs=0.005)
+        assert x480 == pytest.approx(forward["480p"][plan]["speedup_vs_diffusers"], abs=0.0005)
+    e2e = re.search(r"With `fa3_fp8`: the fastest plan \(compiled \+ `matmul: fp8` \+ `fa3_fp8`\) ([\d.]+) s, compile "
+                    r"stage \(([\d.]+) s\) included \(([\d.]+) s per step, ([\d.]+) GiB", readme)
+    assert e2e is not None
+    row = latest_rows(read_rows(H200 / "e2e-480p-fa3" / "results.jsonl"))[0]
+    total, compile_s, step, peak = (float(g) for g in e2e.groups())
+    assert total == pytest.approx(row["total_ms"] / 1000, abs=0.05)
+    assert compile_s == pytest.approx(row["stage_ms.compile"] / 1000, abs=0.05)
+    assert step == pytest.approx(row["step_ms.high"] / 1000, abs=0.005)
+    assert peak == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
+    quality = re.search(r"compiled \+ `fa3_fp8` ([\d.]+) dB / ([\d.]+) and the fastest plan ([\d.]+) dB / (\d\.\d+)",
+                        readme)
+    assert quality is not None
+    drift = _rows(H200 / "speed-quality-fa3")
+    for plan, (psnr, ssim) in (("compile=blocks,attention=fa3_fp8,weight_dtype=bf16,matmul=native", quality.groups()[:2]),
+                               ("compile=blocks,attention=fa3_fp8,weight_dtype=fp8,matmul=fp8", quality.groups()[2:])):
         assert float(psnr) == pytest.approx(drift[plan]["psnr_db"], abs=0.05)
         assert float(ssim) == pytest.approx(drift[plan]["ssim"], abs=0.0005)
