@@ -60,6 +60,7 @@ start=$(date +%s)
     -DCUTLASS_DEBUG_TRACE_LEVEL=0 -DNDEBUG -DFLASHATTENTION_DISABLE_BACKWARD -DFLASHATTENTION_DISABLE_SM8x \
     -gencode arch=compute_90a,code=sm_90a -Xcompiler -fPIC -shared \
     -I"$CUDA_HOME_DIR/include" -I"$CUDA_HOME_DIR/include/cccl" -I"$FA_DIR/hopper" -I"$CUTLASS_DIR/include" \
+    -L"$CUDA_HOME_DIR/lib" -L"$CUDA_HOME_DIR/lib64" \
     -o "$OUT_DIR/libwan_fa3_fp8.so" "$ROOT/csrc/fa3_fp8.cu"
 echo "fa3_build: built in $(( $(date +%s) - start )) s; now:" >&2
 echo "export WANBENCH_FA3_LIB=$OUT_DIR/libwan_fa3_fp8.so"
