@@ -10,8 +10,11 @@ reference ran elsewhere at the end of the run) and its log. The driver alone wri
 
 A lost task (its Ray worker killed, its node gone) ends the stream with a Ray error: the runner turns
 the case it was running into an error row and gives the rest of the group to a fresh task, and a
-rerun resumes (tasks are never retried by Ray: a retry would replay rows). Ray is optional
-(`pip install wanbench[ray]`); without it `--executor ray` is a one-line error.
+rerun resumes (tasks are never retried by Ray: a retry would replay rows). Some Ray releases leave the
+stream of a killed task open instead (ray-project/ray#62537: the end-of-stream marker skipped), so the
+task also sends a heartbeat every HEARTBEAT_S while its worker is quiet, and a stream silent for
+SILENCE_S counts as lost the same way. Ray is optional (`pip install wanbench[ray]`); without it
+`--executor ray` is a one-line error.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import shutil
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -32,6 +37,8 @@ from harness.launch import REPO_ROOT, Launcher, LocalWorker, WorkerExit, WorkerH
 from wan_runtime.errors import ConfigError, first_line
 
 LOG_TAIL_BYTES = 64 * 1024  # the end of a worker's log shipped back to the driver
+HEARTBEAT_S = 5.0  # a task says it is alive this often while its worker is quiet
+SILENCE_S = 60.0  # a stream silent this long is a lost task (twelve missed heartbeats)
 
 
 def require_ray():
@@ -99,8 +106,8 @@ class RayLauncher(Launcher):
 class RayWorker(WorkerHandle):
     """One group's worker in a Ray task, seen from the driver."""
 
-    def __init__(self, ray, spec: WorkerSpec, cuda: bool, label: str):
-        self.ray, self.spec, self.label = ray, spec, label
+    def __init__(self, ray, spec: WorkerSpec, cuda: bool, label: str, silence_s: float = SILENCE_S):
+        self.ray, self.spec, self.label, self.silence_s = ray, spec, label, silence_s
         self._exit: WorkerExit | None = None
         job = WorkerJob.read(spec.job)
         task = ray.remote(run_group).options(
@@ -111,9 +118,19 @@ class RayWorker(WorkerHandle):
 
     def events(self) -> Iterator[dict]:
         try:
-            for ref in self._stream:
+            while True:
+                ready, _ = self.ray.wait([self._stream], timeout=self.silence_s)
+                if not ready:
+                    self._lost(f"no word from it for {self.silence_s:g} s")
+                    return
+                try:
+                    ref = next(self._stream)
+                except StopIteration:
+                    return
                 event = self.ray.get(ref)
                 kind = event.get("event")
+                if kind == "alive":
+                    continue
                 if kind == "placed":
                     gpus = f" gpu {event['gpus']}" if event.get("gpus") else ""
                     self.label = f"{self.label} on {event['node']}{gpus}"
@@ -125,8 +142,13 @@ class RayWorker(WorkerHandle):
                 else:
                     yield event
         except self.ray.exceptions.RayError as exc:
-            self._exit = WorkerExit(None, f"its Ray task was lost: {type(exc).__name__}: {first_line(exc, 300)}")
-            _append_log(self.spec.log, f"[wanbench] {self._exit.how}\n")
+            self._lost(f"{type(exc).__name__}: {first_line(exc, 300)}")
+
+    def _lost(self, why: str) -> None:
+        """Record the task as lost (and stop it, if it is only silent)."""
+        self.kill()
+        self._exit = WorkerExit(None, f"its Ray task was lost: {why}")
+        _append_log(self.spec.log, f"[wanbench] {self._exit.how}\n")
 
     def wait(self) -> WorkerExit:
         return self._exit or WorkerExit(None, "its Ray task ended without saying how")
@@ -151,7 +173,7 @@ def run_group(job_text: str, ranks: int) -> Iterator[dict]:
         worker = LocalWorker(WorkerSpec(job_path, log, sys.executable, gpus=None, ranks=ranks))
         shipped: dict[str, float] = {}
         try:
-            for event in worker.events():
+            for event in _with_heartbeats(worker.events()):
                 if event.get("event") == "result":  # its frames first: the driver has them once it has the row
                     yield from _new_files(scratch, shipped)
                 yield event
@@ -162,6 +184,33 @@ def run_group(job_text: str, ranks: int) -> Iterator[dict]:
         yield {"event": "exit", "code": exit.code, "how": exit.how, "log": _tail(log)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _with_heartbeats(events: Iterator[dict], every_s: float = HEARTBEAT_S) -> Iterator[dict]:
+    """`events`, with an {"event": "alive"} whenever none came for `every_s` (a thread reads them)."""
+    box: queue.Queue = queue.Queue()
+    end = object()
+
+    def pump() -> None:
+        try:
+            for event in events:
+                box.put(event)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the generator's side
+            box.put(exc)
+        box.put(end)
+
+    threading.Thread(target=pump, name="wanbench-events", daemon=True).start()
+    while True:
+        try:
+            item = box.get(timeout=every_s)
+        except queue.Empty:
+            yield {"event": "alive"}
+            continue
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _new_files(scratch: Path, shipped: dict[str, float]) -> Iterator[dict]:
