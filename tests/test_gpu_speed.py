@@ -117,12 +117,12 @@ def test_flash_attention_4_gives_the_cudnn_output_within_bf16_rounding(setup):
     assert drift < 4e-3  # exact attention: only the kernels' bf16 rounding differs
 
 
-@needs_flash_attn4
-def test_compiled_blocks_with_flash_attention_4_match_its_eager_blocks(setup):
+def _eager_and_compiled(setup, backend: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The expert's output with `backend` for self-attention (cuDNN cross), eager then compiled, and the frames compiled."""
     expert, inputs, _ = setup
     torch._dynamo.reset()
     runner = expert.runner
-    expert.set_attention("flash_attn4", "cudnn")
+    expert.set_attention(backend, "cudnn")
     try:
         with torch.inference_mode():
             eager = expert(*inputs)
@@ -133,6 +133,12 @@ def test_compiled_blocks_with_flash_attention_4_match_its_eager_blocks(setup):
     finally:
         expert.runner = runner
         expert.set_attention("cudnn")
+    return eager, compiled, frames
+
+
+@needs_flash_attn4
+def test_compiled_blocks_with_flash_attention_4_match_its_eager_blocks(setup):
+    eager, compiled, frames = _eager_and_compiled(setup, "flash_attn4")
     drift = _rel_l2(compiled, eager)
     print(f"compiled vs eager, FlashAttention-4: rel L2 {drift:.2e}")
     assert frames == 1 and drift < 4e-3  # FA4 is one opaque op in the compiled block
@@ -145,19 +151,23 @@ def test_sage_attention_drift_is_reported_and_bounded(setup):
     assert torch.isfinite(out).all() and drift < 0.1
 
 
-@needs_cudnn_fp8
-@pytest.mark.parametrize("shape", [(1, 4680, 40, 128), (2, 2048, 40, 128)])  # [B, L, H, D]
-def test_cudnn_fp8_attention_drift_against_cudnn_bf16_is_reported_and_bounded(shape):
+def _fp8_and_exact_attention(backend: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp8 backend `backend` and cuDNN bf16 on the same seeded q, k, v of `shape` ([B, L, H, D])."""
     gen = torch.Generator("cuda").manual_seed(0)
     q, k, v = (torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16) for _ in range(3))
     with torch.inference_mode():
-        fp8 = resolve_attention("cudnn_fp8", "cuda")(q, k, v)
-        exact = resolve_attention("cudnn", "cuda")(q, k, v)
+        return resolve_attention(backend, "cuda")(q, k, v), resolve_attention("cudnn", "cuda")(q, k, v)
+
+
+@needs_cudnn_fp8
+@pytest.mark.parametrize("shape", [(1, 4680, 40, 128), (2, 2048, 40, 128)])  # [B, L, H, D]
+def test_cudnn_fp8_attention_drift_against_cudnn_bf16_is_reported_and_bounded(shape):
+    fp8, exact = _fp8_and_exact_attention("cudnn_fp8", shape)
     drift = _rel_l2(fp8, exact)
     cosine = torch.nn.functional.cosine_similarity(fp8.float().flatten(), exact.float().flatten(), dim=0).item()
     print(f"cuDNN fp8 vs bf16 attention {list(shape)}: rel L2 {drift:.3e}, cosine {cosine:.5f}, "
           f"norm ratio {(fp8.float().norm() / exact.float().norm()).item():.4f}")
-    assert fp8.shape == q.shape and fp8.dtype == torch.bfloat16 and torch.isfinite(fp8).all()
+    assert fp8.shape == exact.shape and fp8.dtype == torch.bfloat16 and torch.isfinite(fp8).all()
     # e4m3 keeps 3 mantissa bits: q, k, P, v and O each rounded (~2.7% RMS) add up in quadrature to ~0.06,
     # as the CPU emulation in tests/test_fp8_attention.py measures; bf16 attention differs by ~0.003, so
     # a drift under 0.01 would mean the fp8 path did not run.
@@ -178,14 +188,10 @@ needs_fa3_fp8 = needs_backend("fa3_fp8", "the FlashAttention-3 fp8 library is no
 @needs_fa3_fp8
 @pytest.mark.parametrize("shape", [(1, 4680, 40, 128), (2, 2048, 40, 128), (1, 1000, 3, 128)])  # [B, L, H, D]
 def test_fa3_fp8_attention_drift_against_cudnn_bf16_is_reported_and_bounded(shape):
-    gen = torch.Generator("cuda").manual_seed(0)
-    q, k, v = (torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16) for _ in range(3))
-    with torch.inference_mode():
-        fp8 = resolve_attention("fa3_fp8", "cuda")(q, k, v)
-        exact = resolve_attention("cudnn", "cuda")(q, k, v)
+    fp8, exact = _fp8_and_exact_attention("fa3_fp8", shape)
     drift = _rel_l2(fp8, exact)
     print(f"FlashAttention-3 fp8 vs cuDNN bf16 attention {list(shape)}: rel L2 {drift:.3e}")
-    assert fp8.shape == q.shape and fp8.dtype == torch.bfloat16 and torch.isfinite(fp8).all()
+    assert fp8.shape == exact.shape and fp8.dtype == torch.bfloat16 and torch.isfinite(fp8).all()
     # four e4m3 roundings (q, k, P, v; O is written in bf16): ~0.05, as tests/test_fa3_attention.py emulates;
     # under 0.01 the fp8 kernel did not run, over 0.08 a scale or stride is wrong (1000 tokens: a partial tile)
     assert 0.01 < drift < 0.08
@@ -193,20 +199,8 @@ def test_fa3_fp8_attention_drift_against_cudnn_bf16_is_reported_and_bounded(shap
 
 @needs_fa3_fp8
 def test_compiled_blocks_with_fa3_fp8_match_its_eager_blocks(setup):
-    expert, inputs, eager_cudnn = setup
-    torch._dynamo.reset()
-    runner = expert.runner
-    expert.set_attention("fa3_fp8", "cudnn")
-    try:
-        with torch.inference_mode():
-            eager = expert(*inputs)
-            expert.runner = ResidentBlocks(compiled_block_call())
-            before = compile_counts()
-            compiled = expert(*inputs)
-            frames = compile_counts()["frames"] - before["frames"]
-    finally:
-        expert.runner = runner
-        expert.set_attention("cudnn")
+    eager, compiled, frames = _eager_and_compiled(setup, "fa3_fp8")
+    eager_cudnn = setup[2]
     drift, fp8_drift = _rel_l2(compiled, eager), _rel_l2(eager, eager_cudnn)
     print(f"compiled vs eager, fa3_fp8: rel L2 {drift:.2e} (fa3_fp8 vs cuDNN, 2 blocks: {fp8_drift:.2e})")
     # The quantization is fused into the compiled block. Its power-of-two scales are exact, but the fused
