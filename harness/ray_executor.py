@@ -13,7 +13,8 @@ the case it was running into an error row and gives the rest of the group to a f
 rerun resumes (tasks are never retried by Ray: a retry would replay rows). Some Ray releases leave the
 stream of a killed task open instead (ray-project/ray#62537: the end-of-stream marker skipped), so the
 task also sends a heartbeat every HEARTBEAT_S while its worker is quiet, and a stream silent for
-SILENCE_S counts as lost the same way. Ray is optional (`pip install wanbench[ray]`); without it
+SILENCE_S after its first event counts as lost the same way (before it, the task may be queued for
+resources as long as Ray needs). Ray is optional (`pip install wanbench[ray]`); without it
 `--executor ray` is a one-line error.
 """
 
@@ -118,11 +119,13 @@ class RayWorker(WorkerHandle):
 
     def events(self) -> Iterator[dict]:
         try:
+            heard = False  # a task Ray has not placed yet (queued for GPUs or a node) says nothing: no limit then
             while True:
-                ready, _ = self.ray.wait([self._stream], timeout=self.silence_s)
+                ready, _ = self.ray.wait([self._stream], timeout=self.silence_s if heard else None)
                 if not ready:
                     self._lost(f"no word from it for {self.silence_s:g} s")
                     return
+                heard = True
                 try:
                     ref = next(self._stream)
                 except StopIteration:

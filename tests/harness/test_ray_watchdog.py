@@ -36,35 +36,58 @@ def test_an_error_reading_the_worker_reaches_the_task():
 
 
 class FakeRay:
-    """Ray's calls the driver makes, with a stream that never says anything."""
+    """Ray's calls the driver makes: a stream that says `events` (the first after a queue), then nothing."""
 
     class exceptions:  # noqa: N801 - the name Ray uses
         RayError = RuntimeError
 
-    def __init__(self) -> None:
+    def __init__(self, events: list[dict]) -> None:
         self.cancelled: list[tuple] = []
-        self.stream = object()
+        self.timeouts: list[float | None] = []
+        self.events = list(events)
+        self.stream = self
 
     def remote(self, fn):
         return types.SimpleNamespace(options=lambda **_: types.SimpleNamespace(remote=lambda *a: self.stream))
 
     def wait(self, waitables, timeout):
+        self.timeouts.append(timeout)
+        if self.events:
+            return list(waitables), []
         time.sleep(timeout)
         return [], list(waitables)
+
+    def __next__(self):
+        return self.events.pop(0)
+
+    def get(self, ref):
+        return ref
 
     def cancel(self, ref, force):
         self.cancelled.append((ref, force))
 
 
-def test_a_silent_stream_is_a_lost_task_that_is_cancelled_and_logged(tmp_path: Path):
+def _worker(tmp_path: Path, ray: FakeRay) -> RayWorker:
     job = WorkerJob(suite="t", group="all", out=str(tmp_path), preset="tiny", weights="synthetic", device="cpu",
                     timing="full", repeats=1, warmup=0, sampled={}, quality={})
     job.write(tmp_path / "job.json")
-    ray = FakeRay()
-    worker = RayWorker(ray, WorkerSpec(tmp_path / "job.json", tmp_path / "worker.log"), cuda=False, label="t",
-                       silence_s=0.05)
-    assert list(worker.events()) == []
+    return RayWorker(ray, WorkerSpec(tmp_path / "job.json", tmp_path / "worker.log"), cuda=False, label="t",
+                     silence_s=0.05)
+
+
+def test_a_stream_silent_after_its_task_was_placed_is_a_lost_task_that_is_cancelled_and_logged(tmp_path):
+    ray = FakeRay([{"event": "placed", "node": "n1", "gpus": None}, {"event": "alive"}, {"event": "case"}])
+    worker = _worker(tmp_path, ray)
+    assert list(worker.events()) == [{"event": "case"}]  # heartbeats and placement stay with the driver
     exit = worker.wait()
     assert exit.code is None and exit.how == "its Ray task was lost: no word from it for 0.05 s"
     assert ray.cancelled == [(ray.stream, True)]
     assert "[wanbench] its Ray task was lost: no word from it" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_task_still_queued_for_resources_is_waited_for_without_a_limit(tmp_path):
+    ray = FakeRay([{"event": "placed", "node": "n1", "gpus": "0"}])
+    worker = _worker(tmp_path, ray)
+    list(worker.events())
+    assert ray.timeouts[0] is None and ray.timeouts[1:] == [0.05]
+    assert worker.label == "t on n1 gpu 0"
