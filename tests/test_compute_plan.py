@@ -103,3 +103,17 @@ def test_the_last_blocks_keep_their_bf16_weights_and_the_expert_runs():
     with torch.inference_mode():
         out, fp8_out = mixed(x, torch.tensor([900.0]), context, y), everything(x, torch.tensor([900.0]), context, y)
     assert torch.isfinite(out).all() and not torch.equal(out, fp8_out)
+
+
+@pytest.mark.skipif(fp8_matmul_unavailable_reason("cpu") is not None, reason="this torch has no CPU fp8 matmul")
+def test_the_warm_up_calls_one_block_of_each_layout():
+    from wan_runtime.block_runner import ResidentBlocks
+
+    memory = MemoryPlan(weight_dtype="fp8")
+    mixed = load_expert("synthetic", TINY, "high", memory, "cpu", compute=ComputePlan(matmul="fp8", exact_last_blocks=1))
+    uniform = load_expert("synthetic", TINY, "high", memory, "cpu", compute=FP8_COMPUTE)
+    for expert, expected in ((mixed, [0, 1]), (uniform, [0])):
+        called: list[int] = []
+        runner = ResidentBlocks(lambda block, *args: called.append(list(expert.model.blocks).index(block)))
+        runner.warm_up(expert.model, None, None, None, None, None)
+        assert called == expected

@@ -181,6 +181,10 @@ def test_bf16_model_on_cuda_matches_fp32_reference_with_every_available_backend(
             with pytest.raises(BackendUnavailableError, match="takes head dims \\[64, 96, 128\\].*is 48"):
                 _forward(model, io)
             continue
+        if backend == "fa3_fp8":  # its library holds head dim 128 only; the fixture's is 48
+            with pytest.raises(BackendUnavailableError, match="takes q \\[B, Lq, H, 128\\].*use 'cudnn'"):
+                _forward(model, io)
+            continue
         if backend == "cudnn_fp8":  # lossy by design: its drift is measured in tests/test_gpu_speed.py
             continue
         out = _forward(model, io).cpu()

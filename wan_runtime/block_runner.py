@@ -64,8 +64,14 @@ class ResidentBlocks:
 
     def warm_up(self, model: "WanDiT", x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor,
                 rope: torch.Tensor, ops: AttentionOps) -> None:
-        """Call the first block once."""
-        self.call(model.blocks[0], x, e0, context, rope, ops)
+        """Call the first block of each layout once (fp8 blocks and the bf16 ones of exact_last_blocks
+        compile apart: a compiled call must not meet its second layout during a timed step)."""
+        layouts = set()
+        for block in model.blocks:
+            layout = tuple(type(m) for m in block.modules())
+            if layout not in layouts:
+                layouts.add(layout)
+                self.call(block, x, e0, context, rope, ops)
 
 
 @dataclass
