@@ -14,6 +14,25 @@
 
 #include <cstring>
 
+// FlashAttention-3's CHECK_CUDA / CHECK_CUTLASS end the process on a failed launch; in a library called
+// from Python they throw instead, and the entry point turns that into the returned error code.
+#include "cuda_check.h"
+#undef CHECK_CUDA
+#undef CHECK_CUTLASS
+struct CudaFailure { cudaError_t code; };
+#define CHECK_CUDA(call)                                                  \
+    do {                                                                  \
+        cudaError_t status_ = (call);                                     \
+        if (status_ != cudaSuccess) { throw CudaFailure{status_}; }       \
+    } while (0)
+#define CHECK_CUTLASS(call)                                                               \
+    do {                                                                                  \
+        if ((call) != cutlass::Status::kSuccess) {                                        \
+            cudaError_t last_ = cudaGetLastError();                                       \
+            throw CudaFailure{last_ != cudaSuccess ? last_ : cudaErrorLaunchFailure};     \
+        }                                                                                 \
+    } while (0)
+
 #include "flash.h"
 #include "flash_fwd_launch_template.h"
 
@@ -58,10 +77,16 @@ int wan_fa3_fp8_forward(
     params.page_size = 1;
     params.arch = 90;
     params.num_sm = num_sm;
-    run_flash_fwd<90, 128, 128, /*ClusterM=*/1, cutlass::float_e4m3_t, cutlass::bfloat16_t,
-                  /*Is_causal=*/false, /*Is_local=*/false, /*Has_softcap=*/false, /*Varlen=*/false,
-                  /*PagedKVNonTMA=*/false, /*AppendKV=*/false, /*HasQv=*/false, /*PackGQA=*/false,
-                  /*Split=*/false, /*V_colmajor=*/false>(params, static_cast<cudaStream_t>(stream));
+    try {
+        run_flash_fwd<90, 128, 128, /*ClusterM=*/1, cutlass::float_e4m3_t, cutlass::bfloat16_t,
+                      /*Is_causal=*/false, /*Is_local=*/false, /*Has_softcap=*/false, /*Varlen=*/false,
+                      /*PagedKVNonTMA=*/false, /*AppendKV=*/false, /*HasQv=*/false, /*PackGQA=*/false,
+                      /*Split=*/false, /*V_colmajor=*/false>(params, static_cast<cudaStream_t>(stream));
+    } catch (const CudaFailure& failure) {
+        return static_cast<int>(failure.code);
+    } catch (...) {
+        return static_cast<int>(cudaErrorUnknown);
+    }
     return static_cast<int>(cudaGetLastError());
 }
 

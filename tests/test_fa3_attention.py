@@ -204,3 +204,12 @@ def test_the_registry_holds_one_fa3_backend_that_loads_from_the_environment(tmp_
     monkeypatch.setenv(LIBRARY_ENV, str(path))
     assert REGISTRY["fa3_fp8"].library_path() == path
     assert isinstance(REGISTRY["fa3_fp8"], fa3.Fa3Fp8Backend)
+
+
+def test_the_kernel_op_refuses_inputs_that_are_not_quantized(tmp_path):
+    backend = _backend(tmp_path)
+    backend.library()
+    q, k, v = _qkv()
+    descale = torch.ones(1, 2)
+    with pytest.raises(BackendUnavailableError, match="takes e4m3 q8, k8, v8"):
+        fa3.fa3_fp8_kernel(str(backend.library_path()), q, k, v, descale, descale, descale)

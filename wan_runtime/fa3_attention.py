@@ -161,6 +161,10 @@ def fa3_fp8_kernel(library: str, q8: torch.Tensor, k8: torch.Tensor, v8: torch.T
                    descale_k: torch.Tensor, descale_v: torch.Tensor) -> torch.Tensor:
     """The kernel on contiguous e4m3 q8 [B, Lq, H, D], k8, v8 [B, Lk, H, D], fp32 descales [B, H] -> bf16 [B, Lq, H, D]."""
     lib = _LIBRARIES[library]
+    if any(t.dtype != FP8_DTYPE or t.stride(-1) != 1 for t in (q8, k8, v8)) or \
+            any(t.dtype != torch.float32 for t in (descale_q, descale_k, descale_v)):
+        raise BackendUnavailableError("the fa3_fp8 kernel takes e4m3 q8, k8, v8 with the head dim contiguous and "
+                                      "fp32 descales; quantize with wan_runtime.fa3_attention.quantize_per_head")
     (b, lq, h, d), lk = q8.shape, k8.shape[1]
     o = torch.empty((b, lq, h, d), dtype=torch.bfloat16, device=q8.device)
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q8.device)  # written by the kernel, unused
