@@ -11,9 +11,11 @@ import torch
 
 import wan_runtime.pipeline as pipeline
 import wan_runtime.resources as resources
+from wan_runtime.compute import ComputePlan
 from wan_runtime.config import A14B, TINY
 from wan_runtime.errors import InsufficientMemoryError, StageOutOfMemoryError
 from wan_runtime.experts import load_expert
+from wan_runtime.fp8 import fp8_matmul_unavailable_reason
 from wan_runtime.memory import MemoryPlan
 from wan_runtime.offload import tensor_bytes
 from wan_runtime.pipeline import WanI2V
@@ -51,6 +53,38 @@ def test_expert_bytes_equal_those_of_the_built_expert(weight_dtype):
     rest, block = resources.expert_bytes(TINY.dit, weight_dtype)
     assert rest + TINY.dit.num_layers * block == tensor_bytes(expert.model)
     assert block == tensor_bytes(expert.model.blocks[0])
+
+
+@pytest.mark.skipif(fp8_matmul_unavailable_reason("cpu") is not None, reason="this torch has no CPU fp8 matmul")
+def test_exact_last_blocks_count_as_bf16_in_the_expert_floor_as_they_are_built():
+    compute = ComputePlan(matmul="fp8", exact_last_blocks=1)
+    expert = load_expert("synthetic", TINY, "high", MemoryPlan(weight_dtype="fp8"), "cpu", compute=compute)
+    assert resources._expert_total(TINY, "fp8", exact_blocks=1) == tensor_bytes(expert.model)
+    assert resources._expert_total(TINY, "bf16", exact_blocks=1) == resources._expert_total(TINY, "bf16")
+
+
+def test_each_exact_block_adds_a_bf16_blocks_difference_to_both_experts_at_rest():
+    plan = MemoryPlan(weight_dtype="fp8")
+    fp8_block, bf16_block = resources.expert_bytes(A14B.dit, "fp8")[1], resources.expert_bytes(A14B.dit, "bf16")[1]
+    extra = (resources.resting_need(A14B, plan, CUDA, exact_blocks=12).device_bytes
+             - resources.resting_need(A14B, plan, CUDA).device_bytes)
+    assert extra == 2 * 12 * (bf16_block - fp8_block)  # ~0.33 GiB a block, both experts resident
+
+
+def test_with_exact_blocks_no_streaming_plan_is_offered():
+    plan = MemoryPlan(experts="swap", text_encoder="offload_after", weight_dtype="fp8")
+    shape = RequestShape("1280*720", 81, 1280, 720)
+    with pytest.raises(InsufficientMemoryError) as info:
+        check_run(A14B, plan, CUDA, shape, have=Capacity(20 * GIB, 200 * GIB), exact_blocks=12)
+    assert "dit_blocks=stream" not in str(info.value)
+
+
+def test_the_pipeline_checks_its_load_with_the_exact_blocks_of_its_compute_plan(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(pipeline, "check_load", lambda *a, **kw: seen.update(kw))
+    WanI2V.load("synthetic", "tiny", "cpu", MemoryPlan(weight_dtype="fp8"),
+                compute=ComputePlan(matmul="fp8", exact_last_blocks=1))
+    assert seen["exact_blocks"] == 1
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])

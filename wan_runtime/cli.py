@@ -428,7 +428,7 @@ def preflight(inv: Invocation) -> None:
 
     check_output_path(inv.save_file)
     if inv.parallel is None or inv.parallel.world_size(inv.memory) == 1:
-        check_before_load(inv.request, inv.source, inv.preset, inv.device, inv.memory)
+        check_before_load(inv.request, inv.source, inv.preset, inv.device, inv.memory, inv.compute.exact_last_blocks)
     else:
         open_request(inv.request, PRESETS[inv.preset])
 

@@ -175,7 +175,7 @@ class WanI2V:
             device = ctx.device
             check_resources = check_resources and ctx.world_size == 1
         if check_resources:
-            check_load(cfg, memory, device, checkpoint=src != "synthetic")
+            check_load(cfg, memory, device, checkpoint=src != "synthetic", exact_blocks=compute.exact_last_blocks)
         offload = torch.device("cpu")
         with _stage(obs, "load"):
             budget = None
@@ -224,7 +224,8 @@ class WanI2V:
         geo = shape.geometries(self.cfg)[-1]
         if self.check_resources:
             cap = self.vram_budget.cap_bytes if self.vram_budget is not None else None
-            check_request(self.cfg, self.memory, self.device, shape, capacity(self.device, cap))
+            check_request(self.cfg, self.memory, self.device, shape, capacity(self.device, cap),
+                          exact_blocks=self.compute.exact_last_blocks)
         if self.parallel is not None:
             self.parallel.check_guidance([request.guide_scale_high, request.guide_scale_low])
             if request.seed < 0:

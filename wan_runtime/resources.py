@@ -192,9 +192,11 @@ def vae_bytes(vae: VAEConfig, dtype: str) -> int:
     return _tensor_bytes(model, torch_dtypes()[dtype])
 
 
-def _expert_total(cfg: ModelConfig, weight_dtype: str) -> int:
+def _expert_total(cfg: ModelConfig, weight_dtype: str, exact_blocks: int = 0) -> int:
+    """Bytes of one expert; under fp8 storage its last `exact_blocks` blocks stay bf16 (ComputePlan.exact_last_blocks)."""
     rest, block = expert_bytes(cfg.dit, weight_dtype)
-    return rest + cfg.dit.num_layers * block
+    exact = min(exact_blocks, cfg.dit.num_layers) if weight_dtype == "fp8" else 0
+    return rest + (cfg.dit.num_layers - exact) * block + exact * expert_bytes(cfg.dit, "bf16")[1]
 
 
 # ---------------------------------------------------------------------------------------------- the load
@@ -216,9 +218,12 @@ def _describe_plan(cfg: ModelConfig, plan: MemoryPlan, device: torch.device) -> 
     return f"{cfg.name} with {plan.weight_dtype} weights under {where}"
 
 
-def resting_need(cfg: ModelConfig, plan: MemoryPlan, device: torch.device) -> StageNeed:
-    """What a loaded pipeline holds between requests (stage "load", without the loading transients)."""
-    expert = _expert_total(cfg, plan.weight_dtype)
+def resting_need(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, exact_blocks: int = 0) -> StageNeed:
+    """What a loaded pipeline holds between requests (stage "load", without the loading transients).
+
+    `exact_blocks`: blocks per expert kept in bf16 under fp8 storage (ComputePlan.exact_last_blocks).
+    """
+    expert = _expert_total(cfg, plan.weight_dtype, exact_blocks)
     te = text_encoder_bytes(cfg.t5, plan.load_dtype)
     vae = vae_bytes(cfg.vae, plan.vae_dtype)
     dev, host = [Part(f"VAE ({plan.vae_dtype})", vae)], []
@@ -234,9 +239,10 @@ def resting_need(cfg: ModelConfig, plan: MemoryPlan, device: torch.device) -> St
     return _placed(StageNeed("load", tuple(dev), tuple(host)), device)
 
 
-def load_need(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, checkpoint: bool = False) -> StageNeed:
+def load_need(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, checkpoint: bool = False,
+              exact_blocks: int = 0) -> StageNeed:
     """The floor of the `load` stage: what rests after it, plus the loading transients where they are larger."""
-    rest = resting_need(cfg, plan, device)
+    rest = resting_need(cfg, plan, device, exact_blocks)
     device_parts, host_parts = rest.device, rest.host
     te = text_encoder_bytes(cfg.t5, plan.load_dtype)
     if plan.text_encoder == "offload_after" and device.type == "cuda" and te > rest.device_bytes:
@@ -247,14 +253,15 @@ def load_need(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, checkpoi
         # A checkpoint's expert is read whole into host memory in the load dtype, then converted and
         # placed part by part; while the second is read, the first is in its final place already.
         read = _expert_total(cfg, plan.load_dtype)
-        extra = read - (0 if on_device else _expert_total(cfg, plan.weight_dtype))
+        extra = read - (0 if on_device else _expert_total(cfg, plan.weight_dtype, exact_blocks))
         if extra > 0:
             host_parts += (Part(f"an expert read from the checkpoint in {plan.load_dtype} before conversion", extra),)
     return _placed(StageNeed("load", device_parts, host_parts), device)
 
 
 # ---------------------------------------------------------------------------------------------- a request
-def request_needs(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, shape: RequestShape) -> list[StageNeed]:
+def request_needs(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, shape: RequestShape,
+                  exact_blocks: int = 0) -> list[StageNeed]:
     """The floor of each stage of a request, over what the loaded pipeline holds at rest, in run order."""
     geos = shape.geometries(cfg)
     vae_elem = _dtype_bytes(plan.vae_dtype)
@@ -265,7 +272,7 @@ def request_needs(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, shap
     text = [Part("umT5 text encoder brought in", te)] if plan.text_encoder == "offload_after" \
         and device.type == "cuda" else []
     if where == "parked":
-        active = [Part(f"the active expert ({plan.weight_dtype})", rest + cfg.dit.num_layers * block)]
+        active = [Part(f"the active expert ({plan.weight_dtype})", _expert_total(cfg, plan.weight_dtype, exact_blocks))]
     elif where == "stream":
         slots = plan.prefetch_blocks + 1
         active = [Part(f"the streamed expert's non-block weights and a ring of {slots} blocks", rest + slots * block)]
@@ -395,7 +402,8 @@ def open_request(request: GenerationRequest, cfg: ModelConfig) -> tuple["Image.I
 
 
 def check_before_load(request: GenerationRequest, source: str | Path = "synthetic", preset: str | ModelConfig = "tiny",
-                      device: str | torch.device = "cpu", memory: MemoryPlan | None = None) -> None:
+                      device: str | torch.device = "cpu", memory: MemoryPlan | None = None,
+                      exact_blocks: int = 0) -> None:
     """Before loading: the picture decodes, sizes and frames are valid, a load plus this request fit this machine.
 
     What wan-generate calls first (with the output path check); it imports no network code, so a
@@ -408,53 +416,55 @@ def check_before_load(request: GenerationRequest, source: str | Path = "syntheti
     device = resolve_device(device)
     _, shape = open_request(request, cfg)
     synthetic = isinstance(source, str) and source == "synthetic"
-    check_run(cfg, memory or MemoryPlan(), device, shape, checkpoint=not synthetic)
+    check_run(cfg, memory or MemoryPlan(), device, shape, checkpoint=not synthetic, exact_blocks=exact_blocks)
 
 
 def check_load(cfg: ModelConfig, plan: MemoryPlan, device: torch.device | str, checkpoint: bool = False,
-               have: Capacity | None = None) -> None:
+               have: Capacity | None = None, exact_blocks: int = 0) -> None:
     """Refuse a load whose floor does not fit this machine (InsufficientMemoryError naming a plan that fits)."""
     device = torch.device(device)
     have = have or capacity(device, _budget_bytes(plan))
-    need = load_need(cfg, plan, device, checkpoint)
+    need = load_need(cfg, plan, device, checkpoint, exact_blocks)
     short = _shortfall([need], have)
     if short is None:
         return
     stage, side, nbytes, parts = short
-    hint = _plan_hint(cfg, plan, device, have, lambda p: [load_need(cfg, p, device, checkpoint)])
+    hint = _plan_hint(cfg, plan, device, have, lambda p: [load_need(cfg, p, device, checkpoint, exact_blocks)],
+                      exact_blocks)
     _refuse(stage, side, nbytes, have, parts, f"loading {_describe_plan(cfg, plan, device)}", hint or _preset_hint(cfg))
 
 
 def check_request(cfg: ModelConfig, plan: MemoryPlan, device: torch.device | str, shape: RequestShape,
-                  have: Capacity | None = None) -> None:
+                  have: Capacity | None = None, exact_blocks: int = 0) -> None:
     """Refuse a request whose floor, over what the loaded pipeline holds, does not fit what is free now."""
     device = torch.device(device)
     have = have or capacity(device, _budget_bytes(plan))
-    short = _shortfall(request_needs(cfg, plan, device, shape), have)
+    short = _shortfall(request_needs(cfg, plan, device, shape, exact_blocks), have)
     if short is None:
         return
     stage, side, nbytes, parts = short
-    hint = _request_hint(cfg, plan, device, shape, have, lambda s: request_needs(cfg, plan, device, s))
+    hint = _request_hint(cfg, plan, device, shape, have, lambda s: request_needs(cfg, plan, device, s, exact_blocks))
     _refuse(stage, side, nbytes, have, parts, f"this request ({_describe_request(shape)})",
             hint or "no smaller request fits either: free memory on this machine")
 
 
 def check_run(cfg: ModelConfig, plan: MemoryPlan, device: torch.device | str, shape: RequestShape,
-              checkpoint: bool = False, have: Capacity | None = None) -> None:
+              checkpoint: bool = False, have: Capacity | None = None, exact_blocks: int = 0) -> None:
     """Refuse a load plus one request that cannot fit this machine now (wan-generate calls it before loading)."""
     device = torch.device(device)
     have = have or capacity(device, _budget_bytes(plan))
 
     def needs(p: MemoryPlan, s: RequestShape) -> list[StageNeed]:
-        rest = resting_need(cfg, p, device)
-        return [load_need(cfg, p, device, checkpoint)] + [n.plus(rest) for n in request_needs(cfg, p, device, s)]
+        rest = resting_need(cfg, p, device, exact_blocks)
+        return [load_need(cfg, p, device, checkpoint, exact_blocks)] + \
+            [n.plus(rest) for n in request_needs(cfg, p, device, s, exact_blocks)]
 
     short = _shortfall(needs(plan, shape), have)
     if short is None:
         return
     stage, side, nbytes, parts = short
     what = f"{_describe_plan(cfg, plan, device)} and {_describe_request(shape)}"
-    hint = (_plan_hint(cfg, plan, device, have, lambda p: needs(p, shape))
+    hint = (_plan_hint(cfg, plan, device, have, lambda p: needs(p, shape), exact_blocks)
             or _request_hint(cfg, plan, device, shape, have, lambda s: needs(plan, s))
             or _preset_hint(cfg))
     _refuse(stage, side, nbytes, have, parts, what, hint)
@@ -535,8 +545,11 @@ def _lossy(old: MemoryPlan, new: MemoryPlan) -> list[str]:
     return [k for k in _changes(old, new) if k in _LOSSY_FIELDS]
 
 
-def _plan_hint(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, have: Capacity, needs) -> str | None:
+def _plan_hint(cfg: ModelConfig, plan: MemoryPlan, device: torch.device, have: Capacity, needs,
+               exact_blocks: int = 0) -> str | None:
     for other in alternative_plans(plan, device):
+        if exact_blocks and other.dit_blocks == "stream":  # streaming takes one block layout (ComputePlan)
+            continue
         if _fits(needs(other), have):
             changes = ", ".join(f"{k}={v}" for k, v in _changes(plan, other).items())
             return f"A memory plan that fits: {changes}."
