@@ -4,7 +4,8 @@ The prompt scripts the behaviour, so a suite can sweep it:
 - "oom": raise StageOutOfMemoryError in denoise_high;
 - "fail": raise a RuntimeError (with a two-line message) in denoise_high;
 - "die-if-exists:PATH": while PATH exists, kill this process with SIGKILL in denoise_high;
-- "wait-while-exists:PATH": in denoise_high, write this process's pid to PATH.started, then wait
+- "wait-while-exists:PATH": in denoise_high, write this process's pid to PATH.started (and create
+  PATH.started.PID), then wait
   until PATH is gone (a test signals the processes meanwhile);
 - "fill-disk-if-exists:PATH": while PATH exists, fill the file system holding PATH in denoise_high
   (a file PATH.filler grows until the disk is full);
@@ -128,6 +129,7 @@ class FakePipeline:
             os.kill(os.getpid(), signal.SIGKILL)
         elif script == "wait-while-exists":
             Path(path + ".started").write_text(str(os.getpid()))
+            Path(f"{path}.started.{os.getpid()}").touch()  # one per worker: workers sharing a gate both show
             while Path(path).exists():
                 time.sleep(0.02)
         elif script == "fill-disk-if-exists" and Path(path).exists():

@@ -8,6 +8,7 @@ deterministic fields; scaleout_runs.py); the fault tests use the stand-in pipeli
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -126,14 +127,14 @@ def test_sigterm_stops_every_worker_keeps_finished_rows_and_the_rerun_completes(
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite_path), "--out", str(out),
                              "--factory", FAKE, "--gpus", "0,1"], env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    started = Path(f"{gate}.started")
     deadline = time.monotonic() + TIMEOUT_S
     workers: set[int] = set()
-    while len(workers) < 2:  # both groups' workers wait in their gated case
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        if started.exists() and started.read_text():
-            workers.add(int(started.read_text()))
-            started.unlink()
+    while len(workers) < 2:  # both groups' workers wait in their gated case (a marker each: no shared file)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):  # its workers die with it: never wait on a run that waits
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"{len(workers)} of 2 workers reached the gate: {proc.communicate(timeout=30)}")
+        workers = {int(p.name.rsplit(".", 1)[1]) for p in tmp_path.glob("gate.started.*")}
         time.sleep(0.02)
     rows_before = read_rows(out / "results.jsonl")
     proc.send_signal(signal.SIGTERM)

@@ -57,7 +57,7 @@ def test_a_killed_ray_worker_costs_its_case_alone_and_a_rerun_completes_it(tmp_p
     suite, out = load_suite(suite_path), tmp_path / "out"
     done: dict = {}
     runner = threading.Thread(target=lambda: done.update(outcome=run_suite(
-        suite, out, factory=FAKE, stream=io.StringIO(), executor="ray")))
+        suite, out, factory=FAKE, stream=io.StringIO(), executor="ray")), daemon=True)  # a hang fails, not blocks
     runner.start()
     started = Path(f"{gate}.started")
     deadline = time.monotonic() + TIMEOUT_S
