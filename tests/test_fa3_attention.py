@@ -213,3 +213,11 @@ def test_the_kernel_op_refuses_inputs_that_are_not_quantized(tmp_path):
     descale = torch.ones(1, 2)
     with pytest.raises(BackendUnavailableError, match="takes e4m3 q8, k8, v8"):
         fa3.fa3_fp8_kernel(str(backend.library_path()), q, k, v, descale, descale, descale)
+
+
+def test_the_kernel_op_refuses_descales_that_are_not_one_per_batch_and_head(tmp_path):
+    backend = _backend(tmp_path)
+    backend.library()
+    q8, descale = quantize_per_head(next(_qkv(b=2, h=2)))
+    with pytest.raises(BackendUnavailableError, match=r"contiguous fp32 \[B, H\] descales"):
+        fa3.fa3_fp8_kernel(str(backend.library_path()), q8, q8, q8, descale, descale, descale.t())

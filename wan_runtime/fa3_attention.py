@@ -1,9 +1,10 @@
 """Self-attention on fp8 tensor cores through FlashAttention-3's Hopper kernel (backend `fa3_fp8`).
 
-Why: on an H200 self-attention is ~75% of the fastest plan's expert forward, and cuDNN's fp8 attention
-(`cudnn_fp8`) runs it at ~810 TFLOP/s. FlashAttention-3's fp8 forward (warp-specialized, a 128 x 224
-tile for head dim 128, V transposed in shared memory) is the fastest published fp8 attention for
-Hopper, and it writes a bf16 output, so one of cuDNN's five e4m3 roundings (O) goes away.
+Why: self-attention is most of a block even in fp8 (a profile of the fastest plan's compiled block at
+720p on an H200: 123 of 176 ms), and cuDNN's fp8 attention (`cudnn_fp8`) ran it at 808 TFLOP/s there.
+FlashAttention-3's fp8 forward (warp-specialized, a 128 x 224 tile for head dim 128, V transposed in
+shared memory) ran it at 885 on the same card, and it writes a bf16 output, so one of cuDNN's five
+e4m3 roundings (O) goes away.
 
 The kernel comes as a library, not a package: flash-attn-3 has no wheel and its torch extension links
 against one torch build. `csrc/fa3_fp8.cu` is a C entry point to the one kernel Wan needs (e4m3 in,
@@ -42,7 +43,7 @@ from wan_runtime.fp8_attention import e4m3_scales
 
 LIBRARY_ENV = "WANBENCH_FA3_LIB"
 HOW_TO_GET = (f"the FlashAttention-3 fp8 library is not built: run `bash bench/fa3_build.sh` (CPU is enough, "
-              f"~5 min) and set {LIBRARY_ENV} to the .so it prints")
+              f"~2 min) and set {LIBRARY_ENV} to the .so it prints")
 CAPABILITY = (9, 0)  # the kernel is compiled for sm_90a, which runs on 9.0 and nothing else
 HEAD_DIM = 128  # the one head dim the library instantiates (every Wan2.2 DiT uses 128)
 ENTRY = "wan_fa3_fp8_forward"
@@ -161,11 +162,14 @@ def fa3_fp8_kernel(library: str, q8: torch.Tensor, k8: torch.Tensor, v8: torch.T
                    descale_k: torch.Tensor, descale_v: torch.Tensor) -> torch.Tensor:
     """The kernel on contiguous e4m3 q8 [B, Lq, H, D], k8, v8 [B, Lk, H, D], fp32 descales [B, H] -> bf16 [B, Lq, H, D]."""
     lib = _LIBRARIES[library]
-    if any(t.dtype != FP8_DTYPE or t.stride(-1) != 1 for t in (q8, k8, v8)) or \
-            any(t.dtype != torch.float32 for t in (descale_q, descale_k, descale_v)):
-        raise BackendUnavailableError("the fa3_fp8 kernel takes e4m3 q8, k8, v8 with the head dim contiguous and "
-                                      "fp32 descales; quantize with wan_runtime.fa3_attention.quantize_per_head")
     (b, lq, h, d), lk = q8.shape, k8.shape[1]
+    # the library reads all three descales with q's strides: each must be the same contiguous fp32 [B, H]
+    if any(t.dtype != FP8_DTYPE or t.stride(-1) != 1 for t in (q8, k8, v8)) or \
+            any(t.dtype != torch.float32 or t.shape != (b, h) or not t.is_contiguous()
+                for t in (descale_q, descale_k, descale_v)):
+        raise BackendUnavailableError("the fa3_fp8 kernel takes e4m3 q8, k8, v8 with the head dim contiguous and "
+                                      "contiguous fp32 [B, H] descales; quantize with "
+                                      "wan_runtime.fa3_attention.quantize_per_head")
     o = torch.empty((b, lq, h, d), dtype=torch.bfloat16, device=q8.device)
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q8.device)  # written by the kernel, unused
     on_gpu = q8.device.type == "cuda"
