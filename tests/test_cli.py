@@ -247,3 +247,10 @@ def test_debug_shows_the_traceback(monkeypatch, capsys, image_path):
     main(["--image", str(image_path), "--prompt", "p", "--weights", "synthetic", "--device", "cpu", "--preset", "tiny",
           "--debug"])
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_exact_last_blocks_reaches_the_compute_plan_and_its_check():
+    inv = parse("--fp8", "--matmul", "fp8", "--exact_last_blocks", "12")
+    assert (inv.compute.matmul, inv.compute.exact_last_blocks) == ("fp8", 12)
+    with pytest.raises(ConfigError, match="exact_last_blocks"):
+        parse("--exact_last_blocks", "-1")

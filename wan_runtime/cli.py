@@ -118,6 +118,7 @@ PARAM_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("--cross_attention",), "cross_attention"),
     (("--compile",), "compile"),
     (("--matmul",), "matmul"),
+    (("--exact_last_blocks",), "exact_last_blocks"),
     (("--threads",), "threads"),
     (("--ulysses_size",), "ulysses_size"),
     (("--collective_timeout_s",), "collective_timeout_s"),
