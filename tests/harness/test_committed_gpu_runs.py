@@ -131,3 +131,32 @@ def test_the_readme_flash_attention_3_figures_are_the_committed_h200_runs():
                                ("compile=blocks,attention=fa3_fp8,weight_dtype=fp8,matmul=fp8", quality.groups()[2:])):
         assert float(psnr) == pytest.approx(drift[plan]["psnr_db"], abs=0.05)
         assert float(ssim) == pytest.approx(drift[plan]["ssim"], abs=0.0005)
+
+
+def test_the_readme_exact_last_blocks_figures_are_the_committed_h200_runs():
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text(encoding="utf-8"))
+    drift = _rows(H200 / "speed-quality-fa3-exact-last")
+    fastest = "compile=blocks,attention=fa3_fp8,weight_dtype=fp8,matmul=fp8,exact_last_blocks="
+    for blocks, label in ((0, r"fastest: `compile: blocks` \+ `matmul: fp8` \+ `fa3_fp8`"),
+                          (12, r"the same \+ `exact_last_blocks: 12`")):
+        row = re.search(rf"\| {label} \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+) dB \| ([\d.]+) dB / ([\d.]+) \|", readme)
+        assert row is not None, blocks
+        seconds, speedup, psnr, video_psnr, video_ssim = (float(g) for g in row.groups())
+        bench = json.loads((H200 / f"bench-speed-fa3-exact-last-{blocks}.json").read_text())
+        assert bench["exact_last_blocks"] == blocks
+        forward = bench["forward"]["720p"]["fastest:fa3_fp8"]
+        assert seconds == pytest.approx(forward["s"], abs=0.005)
+        assert speedup == pytest.approx(forward["speedup_vs_diffusers"], abs=0.0005)
+        assert psnr == pytest.approx(forward["psnr_db"], abs=0.05)
+        assert video_psnr == pytest.approx(drift[fastest + str(blocks)]["psnr_db"], abs=0.05)
+        assert video_ssim == pytest.approx(drift[fastest + str(blocks)]["ssim"], abs=0.0005)
+    e2e = re.search(r"`exact_last_blocks: 12` \(quantization outside the op\): ([\d.]+) s, compile stage "
+                    r"\(([\d.]+) s, two block layouts\) included \(([\d.]+) s per step, ([\d.]+) GiB", readme)
+    assert e2e is not None
+    row = latest_rows(read_rows(H200 / "e2e-480p-fa3-exact-last-12" / "results.jsonl"))[0]
+    assert row["exact_last_blocks"] == 12
+    total, compile_s, step, peak = (float(g) for g in e2e.groups())
+    assert total == pytest.approx(row["total_ms"] / 1000, abs=0.05)
+    assert compile_s == pytest.approx(row["stage_ms.compile"] / 1000, abs=0.05)
+    assert step == pytest.approx(row["step_ms.high"] / 1000, abs=0.005)
+    assert peak == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
