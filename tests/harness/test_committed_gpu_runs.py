@@ -160,3 +160,14 @@ def test_the_readme_exact_last_blocks_figures_are_the_committed_h200_runs():
     assert compile_s == pytest.approx(row["stage_ms.compile"] / 1000, abs=0.05)
     assert step == pytest.approx(row["step_ms.high"] / 1000, abs=0.005)
     assert peak == pytest.approx(row["peak_nvml_mib"] / 1024, abs=0.05)
+
+
+def test_the_readme_cudnn_plan_figures_are_the_committed_h200_run_and_torch_runs_the_fastest_plan():
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text(encoding="utf-8"))
+    found = re.search(r"torch runs the faster \(([\d.]+) vs ([\d.]+) TFLOP/s at 720p", readme)
+    assert found is not None
+    run = json.loads((H200 / "cudnn-bf16-plans.json").read_text())["shapes"]["720p"]
+    plans = sorted((p for p in run["frontend_plans"] if "tflops" in p), key=lambda p: -p["tflops"])
+    assert [float(g) for g in found.groups()] == [round(p["tflops"]) for p in plans]
+    assert plans[0]["rel_l2_vs_torch_cudnn"] == 0.0  # the same kernel torch runs: bitwise the same output
+    assert run["torch_cudnn_bshd_views"]["tflops"] >= 0.98 * plans[0]["tflops"]
