@@ -21,29 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from measure import cuda_seconds, drift  # bench/measure.py
+
 TOKENS = {"480p": 32760, "720p": 75600}
 HEADS, HEAD_DIM = 40, 128
-
-
-def timed(fn, iters: int, warmup: int = 2) -> float:
-    """Median seconds of one `fn()` call over `iters` CUDA-event-timed runs."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return sorted(times)[len(times) // 2]
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||a - b|| / ||b|| in fp32."""
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 def torch_cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, contiguous_bhsd: bool) -> torch.Tensor:
@@ -87,8 +68,8 @@ def frontend_plans(cudnn, handle, q, k, v, reference, iters: int, flops: float, 
 
             run()
             torch.cuda.synchronize()
-            row["rel_l2_vs_torch_cudnn"] = rel_l2(out, reference)
-            seconds = timed(run, iters)
+            row["rel_l2_vs_torch_cudnn"] = drift(out, reference)["rel_l2"]
+            seconds = cuda_seconds(run, iters, warmup=2)
             row["ms"] = seconds * 1e3
             row["tflops"] = flops / seconds / 1e12
         except Exception as exc:  # noqa: BLE001 - a plan that does not build or run is reported, not fatal
@@ -124,11 +105,12 @@ def main() -> int:
         reference = torch_cudnn(q, k, v, contiguous_bhsd=False)
         entry: dict = {"tokens": tokens, "flops": flops}
         for label, contiguous in (("torch_cudnn_bshd_views", False), ("torch_cudnn_bhsd_contiguous", True)):
-            seconds = timed(lambda: torch_cudnn(q, k, v, contiguous), args.iters)
+            seconds = cuda_seconds(lambda: torch_cudnn(q, k, v, contiguous), args.iters, warmup=2)
             entry[label] = {"ms": seconds * 1e3, "tflops": flops / seconds / 1e12}
             print(size, label, entry[label], flush=True)
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-            seconds = timed(lambda: F.scaled_dot_product_attention(*(u.transpose(1, 2) for u in (q, k, v))), args.iters)
+            seconds = cuda_seconds(lambda: F.scaled_dot_product_attention(*(u.transpose(1, 2) for u in (q, k, v))),
+                                   args.iters, warmup=2)
         entry["torch_flash2"] = {"ms": seconds * 1e3, "tflops": flops / seconds / 1e12}
         print(size, "torch_flash2", entry["torch_flash2"], flush=True)
         mode_sets = {"A,B,FALLBACK": [cudnn.heur_mode.A, cudnn.heur_mode.B, cudnn.heur_mode.FALLBACK],

@@ -10,12 +10,13 @@ which is what ComputePlan.exact_last_blocks acts on. A quick experiment script: 
 hand-written loop that picks each block from a bf16 or an fp8 copy of the expert.
 """
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import torch
+
+import measure  # bench/measure.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
@@ -28,11 +29,9 @@ from wan_runtime.weights import load_dit
 
 
 def drift(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(rel. L2, PSNR in dB with the reference's range as peak) of a against b."""
-    a, b = a.float().flatten(), b.float().flatten()
-    mse = torch.mean((a - b) ** 2).item()
-    peak = (b.max() - b.min()).item()
-    return round(((a - b).norm() / b.norm()).item(), 4), round(10 * math.log10(peak * peak / mse), 2)
+    """(rel. L2, PSNR in dB with the reference's range as peak) of a against b, rounded."""
+    measured = measure.drift(a, b)
+    return round(measured["rel_l2"], 4), round(measured["psnr_db"], 2)
 
 
 dev = torch.device("cuda", 0)

@@ -17,12 +17,10 @@ the check fails outside 0.01 .. 0.1.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
@@ -30,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_runtime.attention import REGISTRY, check_backend, resolve_attention  # noqa: E402
 from wan_runtime.fp8_attention import AMAX_O, AMAX_S, CudnnFp8Attention, one_line  # noqa: E402
+
+from measure import cuda_seconds, drift  # noqa: E402  (bench/measure.py)
 
 GRAPH_SHAPE = (1, 1024, 1024, 8, 128)  # (B, Lq, Lk, H, D) of the graph built directly
 SHAPES = [(1, 1024, 8, 128), (1, 4680, 40, 128), (2, 2048, 40, 128), (1, 32760, 40, 128),
@@ -50,20 +50,6 @@ def fail(step: str, exc: BaseException | str, status: int = 1) -> int:
     return status
 
 
-def seconds(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Median CUDA-event time of fn() in seconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return sorted(times)[len(times) // 2]
-
-
 def compare(shape: tuple[int, int, int, int]) -> str | None:
     """Print fp8 vs bf16 at one shape; return why the result is wrong, or None."""
     b, length, h, d = shape
@@ -72,20 +58,16 @@ def compare(shape: tuple[int, int, int, int]) -> str | None:
     fp8_fn, bf16_fn = resolve_attention(BACKEND, "cuda"), resolve_attention("cudnn", "cuda")
     with torch.inference_mode():
         fp8, exact = fp8_fn(q, k, v), bf16_fn(q, k, v)
-        t_fp8, t_bf16 = seconds(lambda: fp8_fn(q, k, v)), seconds(lambda: bf16_fn(q, k, v))
-    a, r = fp8.float().flatten(), exact.float().flatten()
-    rel = ((a - r).norm() / r.norm()).item()
-    mse = torch.mean((a - r) ** 2).item()
-    peak = (r.max() - r.min()).item()
-    psnr = 100.0 if mse == 0 else 10 * math.log10(peak * peak / mse)
-    cosine = torch.nn.functional.cosine_similarity(a, r, dim=0).item()
+        t_fp8, t_bf16 = cuda_seconds(lambda: fp8_fn(q, k, v)), cuda_seconds(lambda: bf16_fn(q, k, v))
+    measured = drift(fp8, exact)
+    rel, cosine, psnr = measured["rel_l2"], measured["cosine"], measured["psnr_db"]
     amax = ""
     if BACKEND == "cudnn_fp8":
         entry = REGISTRY["cudnn_fp8"].call.graph(sys.modules["cudnn"], q.device, (b, length, length, h, d))
         amax = f"amax_s {entry.constants[AMAX_S].item():.4g}, amax_o {entry.constants[AMAX_O].item():.4g}, "
     flops = 4 * b * length * length * h * d
     print(f"  {list(shape)}: rel L2 {rel:.4f}, cosine {cosine:.5f}, PSNR {psnr:.1f} dB, "
-          f"norm ratio {(a.norm() / r.norm()).item():.4f}, {amax}finite {bool(torch.isfinite(fp8).all())}; "
+          f"norm ratio {(fp8.float().norm() / exact.float().norm()).item():.4f}, {amax}finite {bool(torch.isfinite(fp8).all())}; "
           f"fp8 {t_fp8 * 1e3:.2f} ms ({flops / t_fp8 / 1e12:.0f} TFLOP/s), "
           f"bf16 {t_bf16 * 1e3:.2f} ms ({flops / t_bf16 / 1e12:.0f} TFLOP/s), {t_bf16 / t_fp8:.2f}x", flush=True)
     if fp8.shape != q.shape or fp8.dtype != torch.bfloat16:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import sys
@@ -67,6 +66,8 @@ from wan_runtime.fp8 import fp8_matmul_unavailable_reason  # noqa: E402
 from wan_runtime.memory import MemoryPlan  # noqa: E402
 from wan_runtime.offload import WeightGroup  # noqa: E402
 from wan_runtime.weights import load_dit, load_text_encoder  # noqa: E402
+
+from measure import drift  # noqa: E402  (bench/measure.py)
 
 # (name, latent frames, latent height, latent width): 81 frames at 1280x720 and 832x480
 GPU_SIZES = {"720p": (21, 90, 160), "480p": (21, 60, 104)}
@@ -202,18 +203,6 @@ def bench_text_encoder(bench: Bench, repeats: int) -> None:
 # --------------------------------------------------------------------------------------------
 # 2. One expert forward, every plan
 # --------------------------------------------------------------------------------------------
-
-def drift(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Relative L2, cosine and PSNR (peak = the reference's range) of output against reference."""
-    a, b = output.float().flatten(), reference.float().flatten()
-    mse = torch.mean((a - b) ** 2).item()
-    peak = (b.max() - b.min()).item()
-    return {
-        "rel_l2": ((a - b).norm() / b.norm()).item(),
-        "cosine": torch.nn.functional.cosine_similarity(a, b, dim=0).item(),
-        "psnr_db": 100.0 if mse == 0 else min(100.0, 10 * math.log10(peak * peak / mse)),
-    }
-
 
 def inputs(bench: Bench, latent: tuple[int, int, int]) -> tuple[torch.Tensor, ...]:
     """x, t, context, y of one forward (bf16, seeded)."""
